@@ -1,0 +1,135 @@
+"""Global multi-head self-attention: LIT-Ti's plain ViT attention and LIT-S/M/B's relative-position attention."""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_floating, check_heads, check_map, check_positive_int
+
+
+class Attention(nn.Module):
+    """ViT multi-head self-attention over all tokens of a (B, ..., C) input (a map or a token sequence).
+
+    `softmax(q k^T * scale) v` through `F.scaled_dot_product_attention`; the scale is applied after the product,
+    as in the official LIT-Ti.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, qk_scale: Optional[float] = None):
+        super().__init__()
+        check_heads(dim, num_heads)
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = float(qk_scale) if qk_scale else self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_floating(x, "Attention input")
+        shape = x.shape
+        B, C = shape[0], shape[-1]
+        x = x.reshape(B, -1, C)  # (B, ..., C) -> (B, N, C)
+        qkv = self.qkv(x).reshape(B, x.shape[1], 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, h, N, d)
+        o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        o = o.transpose(1, 2).reshape(shape)  # (B, h, N, d) -> (B, ..., C)
+        return self.proj(o)
+
+
+def relative_position_index(height: int, width: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """(N, N) index into a (2H - 1) x (2W - 1) table of relative offsets, N = H * W, row-major tokens.
+
+    Token p = (y1, x1) and q = (y2, x2) map to (y1 - y2 + H - 1) * (2W - 1) + (x1 - x2 + W - 1).
+    """
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
+    )
+    coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
+    return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
+
+
+class RelPosAttention(nn.Module):
+    """Global multi-head self-attention with a learned relative-position bias (LIT-S/M/B, stages 3 and 4).
+
+    The bias table holds one value per head for every offset on a `grid_size` = (Rh, Rw) map:
+    ((2Rh - 1) * (2Rw - 1), heads). On a map of that size it is gathered with `relative_position_index` (a persistent
+    buffer in the classifier checkpoints, `index_buffer=True`). On any other size the table is resized bicubically to
+    (2H - 1) x (2W - 1) and gathered with an index built for (H, W), the rule of the official dense backbones (whose
+    checkpoints carry no index, `index_buffer=False`). q is scaled before the product, as in the official code.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        grid_size: Tuple[int, int],
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        index_buffer: bool = True,
+    ):
+        super().__init__()
+        check_heads(dim, num_heads)
+        check_positive_int("grid_size[0]", grid_size[0])
+        check_positive_int("grid_size[1]", grid_size[1])
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = float(qk_scale) if qk_scale else self.head_dim**-0.5
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        table_h, table_w = 2 * self.grid_size[0] - 1, 2 * self.grid_size[1] - 1
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(table_h * table_w, num_heads))
+        self.has_index_buffer = index_buffer
+        if index_buffer:
+            self.register_buffer("relative_position_index", relative_position_index(*self.grid_size), persistent=True)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self._index_cache: Dict[str, torch.Tensor] = {}
+
+    def _index(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        key = f"{height}x{width}:{device}"
+        if key not in self._index_cache:
+            self._index_cache[key] = relative_position_index(height, width, device=device).flatten()
+        return self._index_cache[key]
+
+    def relative_position_bias(self, height: int, width: int) -> torch.Tensor:
+        """(heads, N, N) additive attention bias for an H x W map."""
+        table = self.relative_position_bias_table
+        n = height * width
+        if self.has_index_buffer and (height, width) == self.grid_size:
+            bias = table[self.relative_position_index.flatten()]
+        else:
+            if (height, width) != self.grid_size:
+                th, tw = 2 * self.grid_size[0] - 1, 2 * self.grid_size[1] - 1
+                # ((2Rh-1)(2Rw-1), h) -> (1, h, 2Rh-1, 2Rw-1) -> resize -> ((2H-1)(2W-1), h)
+                grid = table.transpose(0, 1).reshape(1, self.num_heads, th, tw)
+                grid = F.interpolate(grid, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=False)
+                table = grid.reshape(self.num_heads, -1).transpose(0, 1)
+            bias = table[self._index(height, width, table.device)]
+        return bias.reshape(n, n, self.num_heads).permute(2, 0, 1)  # (N*N, h) -> (h, N, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, W, C) map -> (B, H, W, C)."""
+        check_map(x, self.dim, "RelPosAttention input")
+        B, H, W, C = x.shape
+        n = H * W
+        qkv = self.qkv(x).reshape(B, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, h, N, d)
+        bias = self.relative_position_bias(H, W).unsqueeze(0).to(q.dtype)
+        # Scale q first, then add the bias: the official order (scale=1 keeps SDPA from scaling again).
+        o = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias, scale=1.0)
+        o = o.transpose(1, 2).reshape(B, H, W, C)  # (B, h, N, d) -> (B, H, W, C)
+        return self.proj(o)
+
+
+def resize_relative_position_table(table: torch.Tensor, old_grid: List[int], new_grid: List[int]) -> torch.Tensor:
+    """Bicubically resize a ((2Rh-1)(2Rw-1), heads) bias table to another reference grid (checkpoint loading)."""
+    heads = table.shape[1]
+    oh, ow = 2 * old_grid[0] - 1, 2 * old_grid[1] - 1
+    nh, nw = 2 * new_grid[0] - 1, 2 * new_grid[1] - 1
+    if (oh, ow) == (nh, nw):
+        return table
+    grid = table.transpose(0, 1).reshape(1, heads, oh, ow).float()
+    grid = F.interpolate(grid, size=(nh, nw), mode="bicubic", align_corners=False)
+    return grid.reshape(heads, nh * nw).transpose(0, 1).to(table.dtype).contiguous()

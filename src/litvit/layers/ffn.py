@@ -1,0 +1,65 @@
+"""Feed-forward networks: LIT's plain MLP (timm's `Mlp`) and LITv2's MLP with a depthwise 3x3 conv."""
+from typing import Callable
+
+import math
+
+import torch
+from timm.layers import Mlp
+from torch import nn
+
+__all__ = ["Mlp", "DWConv", "DWConvMlp"]
+
+
+class DWConv(nn.Module):
+    """Depthwise 3x3 conv over a (B, H, W, C) map.
+
+    Kept as its own module (rather than a bare Conv2d in the MLP) because the official key is `mlp.dwconv.dwconv`.
+    The map stays channels-last: the permute below is a view, and the conv runs on a channels-last NCHW tensor,
+    which avoids the two copies the official token -> NCHW -> token round trip makes.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, groups=dim, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dwconv(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W), channels-last strides
+        return x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
+
+
+class DWConvMlp(nn.Module):
+    """LITv2 FFN: fc1 -> depthwise 3x3 conv -> GELU -> fc2, on a (B, H, W, C) map.
+
+    The conv sits between fc1 and the activation with no residual or norm around it; that placement is what gives
+    the attention-free early stages their local mixing (and what makes LITv2 need no position embedding).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        drop: float = 0.0,
+    ):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.dwconv = DWConv(hidden_features)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop2 = nn.Dropout(drop)
+        self.reset_dwconv()
+
+    def reset_dwconv(self) -> None:
+        """He-normal over the depthwise fan-out (9), as the official code initialises it at construction."""
+        conv = self.dwconv.dwconv
+        fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
+        nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
+        nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc1(x)
+        x = self.act(self.dwconv(x))
+        x = self.drop1(x)
+        x = self.fc2(x)
+        return self.drop2(x)

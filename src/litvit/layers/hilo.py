@@ -1,0 +1,142 @@
+"""HiLo attention (LITv2): high-frequency heads attend inside s x s windows, low-frequency heads attend from every
+token to an s x s average-pooled map.
+
+Shapes: the layer works on a channels-last map (B, H, W, C); token input (B, N, C) with an explicit size=(H, W) is
+accepted too. H and W are arbitrary: the map is zero-padded on the right/bottom to a multiple of s and the result is
+cropped back, exactly as the official dense backbones do (padded tokens are plain zeros, no mask), so the official
+classifier (sizes already multiples of s) and the official backbones are the same layer here.
+"""
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_heads, check_positive_int, tokens_to_map
+
+
+class HiLo(nn.Module):
+    """HiLo attention.
+
+    Args:
+        dim: channels C of the input and output.
+        num_heads: total heads; head_dim = dim // num_heads for both branches.
+        window_size: s >= 1. Hi-Fi window side and Lo-Fi pooling size; s == 1 turns every head into a Lo-Fi head,
+            i.e. plain global attention with separate q and kv projections (stage 4 of every LITv2).
+        alpha: fraction of heads given to Lo-Fi, in [0, 1]; Lo-Fi gets `int(num_heads * alpha)` heads (truncated,
+            as the official code does), Hi-Fi the rest. alpha 0 / 1 build no Lo-Fi / Hi-Fi projections at all.
+        qkv_bias: bias in the q, kv and qkv projections.
+        qk_scale: overrides the softmax scale head_dim ** -0.5.
+
+    The two branches have separate output projections and their outputs are concatenated, Hi-Fi channels first;
+    there is no joint projection (the official parameter layout).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        window_size: int = 2,
+        alpha: float = 0.5,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+    ):
+        super().__init__()
+        check_heads(dim, num_heads)
+        check_positive_int("window_size", window_size)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be a number in [0, 1] (the Lo-Fi share of heads), got {alpha!r}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.alpha = float(alpha)
+        self.head_dim = dim // num_heads
+        self.scale = float(qk_scale) if qk_scale else self.head_dim**-0.5
+
+        l_heads = int(num_heads * alpha)
+        if window_size == 1:  # no windows to attend in: every head is global (Lo-Fi)
+            l_heads = num_heads
+        self.l_heads = l_heads
+        self.h_heads = num_heads - l_heads
+        self.l_dim = self.l_heads * self.head_dim
+        self.h_dim = self.h_heads * self.head_dim
+
+        # Registration order is the official state_dict order: l_q, l_kv, l_proj, h_qkv, h_proj.
+        if self.l_heads > 0:
+            self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias)
+            self.l_kv = nn.Linear(dim, 2 * self.l_dim, bias=qkv_bias)
+            self.l_proj = nn.Linear(self.l_dim, self.l_dim)
+        if self.h_heads > 0:
+            self.h_qkv = nn.Linear(dim, 3 * self.h_dim, bias=qkv_bias)
+            self.h_proj = nn.Linear(self.h_dim, self.h_dim)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, window_size={self.window_size}, lofi_heads={self.l_heads}, hifi_heads={self.h_heads}, "
+            f"head_dim={self.head_dim}"
+        )
+
+    def _hifi(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention inside each s x s window of the padded map (B, Hp, Wp, C) -> (B, Hp, Wp, h_dim)."""
+        B, Hp, Wp, _ = x.shape
+        s, h, d = self.window_size, self.h_heads, self.head_dim
+        gh, gw = Hp // s, Wp // s
+        # The projection is per token, so it runs on the whole map before windowing (one GEMM on contiguous memory).
+        qkv = self.h_qkv(x).reshape(B, gh, s, gw, s, 3, h, d)
+        # (B, gh, s, gw, s, 3, h, d) -> (3, B, gh, gw, h, s, s, d) -> (3, B * windows, h, s * s, d)
+        qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, B * gh * gw, h, s * s, d)
+        q, k, v = qkv.unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        # (B * windows, h, s * s, d) -> (B, gh, s, gw, s, h, d) -> (B, Hp, Wp, h_dim)
+        o = o.reshape(B, gh, gw, h, s, s, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Hp, Wp, self.h_dim)
+        return self.h_proj(o)
+
+    def _lofi(self, x: torch.Tensor) -> torch.Tensor:
+        """Every token attends to the s x s average-pooled map: (B, Hp, Wp, C) -> (B, Hp, Wp, l_dim)."""
+        B, Hp, Wp, C = x.shape
+        s, h, d = self.window_size, self.l_heads, self.head_dim
+        q = self.l_q(x).reshape(B, Hp * Wp, h, d).transpose(1, 2)  # (B, N, h, d) -> (B, h, N, d)
+        if s > 1:
+            x = x.reshape(B, Hp // s, s, Wp // s, s, C).mean(dim=(2, 4))  # average pool: (B, Hp / s, Wp / s, C)
+        kv = self.l_kv(x).reshape(B, -1, 2, h, d).permute(2, 0, 3, 1, 4)  # (B, M, 2, h, d) -> (2, B, h, M, d)
+        k, v = kv.unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        o = o.transpose(1, 2).reshape(B, Hp, Wp, self.l_dim)  # (B, h, N, d) -> (B, Hp, Wp, l_dim)
+        return self.l_proj(o)
+
+    def forward(self, x: torch.Tensor, size: Optional[List[int]] = None) -> torch.Tensor:
+        """x: (B, H, W, C) map, or (B, N, C) tokens with size=(H, W). Returns the same layout as the input."""
+        x, from_tokens = tokens_to_map(x, self.dim, size, "HiLo input")
+        B, H, W, C = x.shape
+        s = self.window_size
+        pad_b = (s - H % s) % s
+        pad_r = (s - W % s) % s
+        if pad_b > 0 or pad_r > 0:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # zeros on the right / bottom of (B, H, W, C)
+
+        if self.h_heads > 0 and self.l_heads > 0:
+            out = torch.cat([self._hifi(x)[:, :H, :W], self._lofi(x)[:, :H, :W]], dim=-1)
+        elif self.h_heads > 0:
+            out = self._hifi(x)[:, :H, :W]
+        else:
+            out = self._lofi(x)[:, :H, :W]
+        if from_tokens:
+            out = out.reshape(B, H * W, C)
+        return out
+
+    def flops(self, H: int, W: Optional[int] = None) -> int:
+        """Multiply-accumulates as counted by the official `HiLo.flops` (generalised from square to H x W maps).
+
+        Counts the projections and the two attention products on the padded map; softmax and pooling are not
+        counted. Equals the official number for square maps.
+        """
+        W = H if W is None else W
+        s = self.window_size
+        Hp, Wp = s * math.ceil(H / s), s * math.ceil(W / s)
+        Np = Hp * Wp
+        kv = (Hp // s) * (Wp // s)
+        hifi = Np * self.dim * self.h_dim * 3 + (Np // (s * s)) * (s * s) ** 2 * self.h_dim * 2 + Np * self.h_dim**2
+        lofi = Np * self.dim * self.l_dim + kv * self.dim * self.l_dim * 2 + Np * self.l_dim * kv * 2
+        lofi += Np * self.l_dim**2
+        return hifi + lofi

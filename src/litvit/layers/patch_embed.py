@@ -1,0 +1,41 @@
+"""Stage-1 patch embedding: a strided conv that turns an image into a (B, H, W, C) token map."""
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_positive_int
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping `patch_size` conv, then an optional LayerNorm over channels.
+
+    The image is zero-padded on the right and bottom to a multiple of `patch_size` (as the official detection and
+    segmentation backbones do), so any input size works; at sizes that are already multiples this is exactly the
+    official classifier's patch embedding. The output is channels-last, (B, H / p, W / p, C), the layout every later
+    layer works in.
+    """
+
+    def __init__(
+        self,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        norm_layer: Optional[Callable[[int], nn.Module]] = nn.LayerNorm,
+    ):
+        super().__init__()
+        self.patch_size = check_positive_int("patch_size", patch_size)
+        self.in_chans = check_positive_int("in_chans", in_chans)
+        self.embed_dim = check_positive_int("embed_dim", embed_dim)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        pad_w = (p - x.shape[-1] % p) % p
+        pad_h = (p - x.shape[-2] % p) % p
+        if pad_w > 0 or pad_h > 0:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x).permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
+        return self.norm(x)
