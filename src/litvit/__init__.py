@@ -1,8 +1,9 @@
 """litvit: LIT and LITv2 (HiLo attention) vision transformers, exact to the official weights, registered with timm.
 
-    import timm, litvit
-    model = timm.create_model("litv2_s", num_classes=10)
+import timm, litvit
+model = timm.create_model("litv2_s", num_classes=10)
 """
+
 from . import layers, models
 from .layers import HiLo
 from .models import LIT, LITBackbone, LITTi, LITTiBackbone, LITv2, LITv2Backbone, create_backbone

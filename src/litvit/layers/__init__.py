@@ -1,4 +1,5 @@
 """Single-purpose layers; each works on its own, on channels-last maps (B, H, W, C) with explicit spatial size."""
+
 from .attention import Attention, RelPosAttention, relative_position_index
 from .block import Block, MLPBlock
 from .dtm import DeformableTokenMerging, OffsetDeformConv2d

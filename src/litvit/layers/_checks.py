@@ -5,6 +5,7 @@ line that names the argument, what was given and what is allowed, instead of sur
 a matmul. The tensor checks are registered as FX leaf functions so that `torch.fx` tracing (timm's feature
 extraction) records a call instead of trying to trace the Python branches.
 """
+
 from typing import List, Optional, Tuple
 
 import torch
@@ -37,7 +38,9 @@ def check_map(x: torch.Tensor, dim: int, name: str) -> None:
     """`x` must be a (B, H, W, C) feature map with C == dim."""
     check_floating(x, name)
     if x.dim() != 4:
-        raise ValueError(f"{name} must be a (B, H, W, C) feature map, got a {x.dim()}-D tensor of shape {list(x.shape)}")
+        raise ValueError(
+            f"{name} must be a (B, H, W, C) feature map, got a {x.dim()}-D tensor of shape {list(x.shape)}"
+        )
     if x.shape[-1] != dim:
         raise ValueError(f"{name} must have {dim} channels in its last dimension, got shape {list(x.shape)}")
 
@@ -53,12 +56,13 @@ def tokens_to_map(x: torch.Tensor, dim: int, size: Optional[List[int]], name: st
             raise ValueError(f"{name} must have {dim} channels in its last dimension, got shape {list(x.shape)}")
         if size[0] * size[1] != x.shape[1]:
             raise ValueError(
-                f"size={tuple(size)} gives {size[0] * size[1]} tokens but {name} has N={x.shape[1]}; N must equal H * W"
+                f"size=({size[0]}, {size[1]}) gives {size[0] * size[1]} tokens but {name} has N={x.shape[1]}; "
+                "N must equal H * W"
             )
         return x.reshape(x.shape[0], size[0], size[1], dim), True
     check_map(x, dim, name)
     if size is not None and (size[0] != x.shape[1] or size[1] != x.shape[2]):
-        raise ValueError(f"size={tuple(size)} does not match the (B, H, W, C) map of shape {list(x.shape)}")
+        raise ValueError(f"size=({size[0]}, {size[1]}) does not match the (B, H, W, C) map of shape {list(x.shape)}")
     return x, False
 
 

@@ -1,5 +1,6 @@
 """Global multi-head self-attention: LIT-Ti's plain ViT attention and LIT-S/M/B's relative-position attention."""
-from typing import Dict, List, Optional, Tuple
+
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +43,7 @@ def relative_position_index(height: int, width: int, device: Optional[torch.devi
 
     Token p = (y1, x1) and q = (y2, x2) map to (y1 - y2 + H - 1) * (2W - 1) + (x1 - x2 + W - 1).
     """
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, N)
     rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
     return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
@@ -80,33 +79,26 @@ class RelPosAttention(nn.Module):
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
         table_h, table_w = 2 * self.grid_size[0] - 1, 2 * self.grid_size[1] - 1
         self.relative_position_bias_table = nn.Parameter(torch.zeros(table_h * table_w, num_heads))
-        self.has_index_buffer = index_buffer
-        if index_buffer:
-            self.register_buffer("relative_position_index", relative_position_index(*self.grid_size), persistent=True)
+        # Always present (the table lookup at the reference size uses it); saved only where the official
+        # checkpoints carry it.
+        index = relative_position_index(self.grid_size[0], self.grid_size[1])
+        self.register_buffer("relative_position_index", index, persistent=index_buffer)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self._index_cache: Dict[str, torch.Tensor] = {}
-
-    def _index(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        key = f"{height}x{width}:{device}"
-        if key not in self._index_cache:
-            self._index_cache[key] = relative_position_index(height, width, device=device).flatten()
-        return self._index_cache[key]
 
     def relative_position_bias(self, height: int, width: int) -> torch.Tensor:
         """(heads, N, N) additive attention bias for an H x W map."""
         table = self.relative_position_bias_table
         n = height * width
-        if self.has_index_buffer and (height, width) == self.grid_size:
+        if height == self.grid_size[0] and width == self.grid_size[1]:
             bias = table[self.relative_position_index.flatten()]
         else:
-            if (height, width) != self.grid_size:
-                th, tw = 2 * self.grid_size[0] - 1, 2 * self.grid_size[1] - 1
-                # ((2Rh-1)(2Rw-1), h) -> (1, h, 2Rh-1, 2Rw-1) -> resize -> ((2H-1)(2W-1), h)
-                grid = table.transpose(0, 1).reshape(1, self.num_heads, th, tw)
-                grid = F.interpolate(grid, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=False)
-                table = grid.reshape(self.num_heads, -1).transpose(0, 1)
-            bias = table[self._index(height, width, table.device)]
+            th, tw = 2 * self.grid_size[0] - 1, 2 * self.grid_size[1] - 1
+            # ((2Rh-1)(2Rw-1), h) -> (1, h, 2Rh-1, 2Rw-1) -> resize -> ((2H-1)(2W-1), h)
+            grid = table.transpose(0, 1).reshape(1, self.num_heads, th, tw)
+            grid = F.interpolate(grid, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=False)
+            table = grid.reshape(self.num_heads, -1).transpose(0, 1)
+            bias = table[relative_position_index(height, width, device=table.device).flatten()]
         return bias.reshape(n, n, self.num_heads).permute(2, 0, 1)  # (N*N, h) -> (h, N, N)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Pre-norm residual blocks shared by LIT, LIT-Ti and LITv2 (attention and FFN are passed in)."""
+
 from typing import Callable
 
 import torch
@@ -12,7 +13,9 @@ class MLPBlock(nn.Module):
     The norm is called `norm2` (there is no `norm1`) to keep the official checkpoint keys.
     """
 
-    def __init__(self, dim: int, mlp: nn.Module, drop_path: float = 0.0, norm_layer: Callable[[int], nn.Module] = nn.LayerNorm):
+    def __init__(
+        self, dim: int, mlp: nn.Module, drop_path: float = 0.0, norm_layer: Callable[[int], nn.Module] = nn.LayerNorm
+    ):
         super().__init__()
         self.norm2 = norm_layer(dim)
         self.mlp = mlp

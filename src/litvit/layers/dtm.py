@@ -1,4 +1,5 @@
 """Deformable token merging (DTM): LIT's learned, offset-driven 2x downsampling between stages."""
+
 from typing import Callable
 
 import torch

@@ -1,11 +1,13 @@
 """Feed-forward networks: LIT's plain MLP (timm's `Mlp`) and LITv2's MLP with a depthwise 3x3 conv."""
-from typing import Callable
 
 import math
+from typing import Callable
 
 import torch
 from timm.layers import Mlp
 from torch import nn
+
+from ._checks import check_map
 
 __all__ = ["Mlp", "DWConv", "DWConvMlp"]
 
@@ -42,6 +44,7 @@ class DWConvMlp(nn.Module):
         drop: float = 0.0,
     ):
         super().__init__()
+        self.in_features = in_features
         self.fc1 = nn.Linear(in_features, hidden_features)
         self.dwconv = DWConv(hidden_features)
         self.act = act_layer()
@@ -58,6 +61,8 @@ class DWConvMlp(nn.Module):
         nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) map -> (B, H, W, C)."""
+        check_map(x, self.in_features, "DWConvMlp input")
         x = self.fc1(x)
         x = self.act(self.dwconv(x))
         x = self.drop1(x)

@@ -6,6 +6,7 @@ accepted too. H and W are arbitrary: the map is zero-padded on the right/bottom 
 cropped back, exactly as the official dense backbones do (padded tokens are plain zeros, no mask), so the official
 classifier (sizes already multiples of s) and the official backbones are the same layer here.
 """
+
 import math
 from typing import List, Optional
 
@@ -62,7 +63,13 @@ class HiLo(nn.Module):
         self.l_dim = self.l_heads * self.head_dim
         self.h_dim = self.h_heads * self.head_dim
 
-        # Registration order is the official state_dict order: l_q, l_kv, l_proj, h_qkv, h_proj.
+        # Registration order is the official state_dict order: l_q, l_kv, l_proj, h_qkv, h_proj. A branch without
+        # heads has no projections at all (None, which TorchScript prunes), as in the official checkpoints.
+        self.l_q = None
+        self.l_kv = None
+        self.l_proj = None
+        self.h_qkv = None
+        self.h_proj = None
         if self.l_heads > 0:
             self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias)
             self.l_kv = nn.Linear(dim, 2 * self.l_dim, bias=qkv_bias)
@@ -83,6 +90,7 @@ class HiLo(nn.Module):
         s, h, d = self.window_size, self.h_heads, self.head_dim
         gh, gw = Hp // s, Wp // s
         # The projection is per token, so it runs on the whole map before windowing (one GEMM on contiguous memory).
+        assert self.h_qkv is not None and self.h_proj is not None
         qkv = self.h_qkv(x).reshape(B, gh, s, gw, s, 3, h, d)
         # (B, gh, s, gw, s, 3, h, d) -> (3, B, gh, gw, h, s, s, d) -> (3, B * windows, h, s * s, d)
         qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, B * gh * gw, h, s * s, d)
@@ -96,6 +104,7 @@ class HiLo(nn.Module):
         """Every token attends to the s x s average-pooled map: (B, Hp, Wp, C) -> (B, Hp, Wp, l_dim)."""
         B, Hp, Wp, C = x.shape
         s, h, d = self.window_size, self.l_heads, self.head_dim
+        assert self.l_q is not None and self.l_kv is not None and self.l_proj is not None
         q = self.l_q(x).reshape(B, Hp * Wp, h, d).transpose(1, 2)  # (B, N, h, d) -> (B, h, N, d)
         if s > 1:
             x = x.reshape(B, Hp // s, s, Wp // s, s, C).mean(dim=(2, 4))  # average pool: (B, Hp / s, Wp / s, C)
@@ -115,12 +124,12 @@ class HiLo(nn.Module):
         if pad_b > 0 or pad_r > 0:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # zeros on the right / bottom of (B, H, W, C)
 
-        if self.h_heads > 0 and self.l_heads > 0:
-            out = torch.cat([self._hifi(x)[:, :H, :W], self._lofi(x)[:, :H, :W]], dim=-1)
-        elif self.h_heads > 0:
+        if self.h_qkv is None:
+            out = self._lofi(x)[:, :H, :W]
+        elif self.l_q is None:
             out = self._hifi(x)[:, :H, :W]
         else:
-            out = self._lofi(x)[:, :H, :W]
+            out = torch.cat([self._hifi(x)[:, :H, :W], self._lofi(x)[:, :H, :W]], dim=-1)  # Hi-Fi channels first
         if from_tokens:
             out = out.reshape(B, H * W, C)
         return out

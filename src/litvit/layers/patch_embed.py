@@ -1,11 +1,12 @@
 """Stage-1 patch embedding: a strided conv that turns an image into a (B, H, W, C) token map."""
+
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_positive_int
+from ._checks import check_image, check_positive_int
 
 
 class PatchEmbed(nn.Module):
@@ -32,6 +33,8 @@ class PatchEmbed(nn.Module):
         self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) image -> (B, ceil(H / p), ceil(W / p), embed_dim) map."""
+        check_image(x, self.in_chans, 1, "PatchEmbed input")
         p = self.patch_size
         pad_w = (p - x.shape[-1] % p) % p
         pad_h = (p - x.shape[-2] % p) % p

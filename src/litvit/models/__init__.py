@@ -1,4 +1,5 @@
 """LIT, LIT-Ti and LITv2 models; importing this registers them with timm."""
+
 from .backbones import BACKBONES, create_backbone
 from .lit import LIT, LITBackbone
 from .lit_ti import LITTi, LITTiBackbone

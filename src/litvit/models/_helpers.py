@@ -1,4 +1,5 @@
 """Pieces every model file uses: checkpoint unwrapping, timm's pretrained-config defaults."""
+
 from typing import Any, Dict
 
 import torch
@@ -24,7 +25,7 @@ def unwrap_state_dict(checkpoint: Any) -> Dict[str, torch.Tensor]:
         raise ValueError(
             "checkpoint holds no state_dict: expected a dict of tensors, or one under 'model' or 'state_dict'"
         )
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
 def cfg(url: str = "", paper: str = LITV2_PAPER, **kwargs) -> Dict[str, Any]:

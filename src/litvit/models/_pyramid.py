@@ -6,6 +6,7 @@ stage module returns both: the feature and the merged map that feeds the next st
 (B, H, W, C) from the patch embedding to the head; only the features handed out by `forward_intermediates` and the
 dense backbones are converted to NCHW.
 """
+
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -97,7 +98,7 @@ class PyramidTrunk(nn.Module):
         self.pos_drop = nn.Identity()  # the official p=0 dropout after the patch embedding (no parameters)
 
         # Stochastic depth grows linearly over every block of every stage, attention-free ones included.
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         stages: List[nn.Module] = []
         first = 0
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):

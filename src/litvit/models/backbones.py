@@ -4,6 +4,7 @@
 official dense hyper-parameters (less stochastic depth for LITv2-M/B, 800- or 512-pixel reference tables for LIT).
 Each returns a list of four NCHW maps at strides 4, 8, 16 and 32, for any input size.
 """
+
 from typing import Any, Dict
 
 from torch import nn

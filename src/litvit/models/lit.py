@@ -5,9 +5,9 @@ self-attention with a relative-position bias in the last two stages. The classif
 buffers) for its `img_size`; at any other size the tables are resized bicubically, the rule of the official dense
 backbones, which are `LITBackbone` here (tables sized for a reference image of `pretrain_img_size`, no index buffer).
 """
-from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import math
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 from timm.layers import trunc_normal_

@@ -5,6 +5,7 @@ position embeddings in every stage, plain ViT attention in the last two stages a
 Position embeddings are stored for the `img_size` grid; on another map size they are resized bilinearly, the rule
 of the official dense backbone (`LITTiBackbone`).
 """
+
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -80,7 +81,7 @@ class _LITTiTrunk(nn.Module):
             extra = 1 if i == n - 1 else 0
             self.register_parameter(f"pos_embed{i + 1}", nn.Parameter(torch.zeros(1, gh * gw + extra, embed_dims[i])))
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         first = 0
         for i in range(n):
             if i == 0:
@@ -107,8 +108,8 @@ class _LITTiTrunk(nn.Module):
         ]
 
     def _init(self) -> None:
-        for i in range(self.num_stages):
-            trunc_normal_(getattr(self, f"pos_embed{i + 1}"), std=0.02)
+        for pos in (self.pos_embed1, self.pos_embed2, self.pos_embed3, self.pos_embed4):
+            trunc_normal_(pos, std=0.02)
         self.apply(init_linear_and_norm)
 
     @torch.jit.ignore
@@ -122,20 +123,35 @@ class _LITTiTrunk(nn.Module):
             blocks=[(r"^block(\d+)\.(\d+)", None), (r"^patch_embed(\d+)", (0,))],
         )
 
-    def _blocks(self, blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # Stage modules keep the official flat names (patch_embed1, pos_embed1, pos_drop1, block1, ...); the explicit
+    # branches below are how TorchScript can index them by stage.
+    def _embed(self, i: int, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Stage i's patch embedding of x, and the grid rows of its position embedding."""
+        if i == 0:
+            return self.patch_embed1(x), self.pos_embed1
+        if i == 1:
+            return self.patch_embed2(x), self.pos_embed2
+        if i == 2:
+            return self.patch_embed3(x), self.pos_embed3
+        return self.patch_embed4(x), self.pos_embed4[:, 1:]  # row 0 belongs to the class token
+
+    def _blocks(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Position dropout and blocks of stage i."""
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(blocks, x)
-        return blocks(x)
+            return checkpoint_seq(getattr(self, f"block{i + 1}"), getattr(self, f"pos_drop{i + 1}")(x))
+        if i == 0:
+            return self.block1(self.pos_drop1(x))
+        if i == 1:
+            return self.block2(self.pos_drop2(x))
+        if i == 2:
+            return self.block3(self.pos_drop3(x))
+        return self.block4(self.pos_drop4(x))
 
     def _grid_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Stages 1-3 (and 4 without a class token): embed, add the position embedding, blocks. Maps (B, H, W, C)."""
-        x = getattr(self, f"patch_embed{i + 1}")(x)
-        pos = getattr(self, f"pos_embed{i + 1}")
-        if i == self.num_stages - 1:
-            pos = pos[:, 1:]
+        x, pos = self._embed(i, x)
         x = x + resize_pos_embed(pos, self.grid_sizes[i], x.shape[1], x.shape[2])
-        x = getattr(self, f"pos_drop{i + 1}")(x)
-        return self._blocks(getattr(self, f"block{i + 1}"), x)
+        return self._blocks(i, x)
 
 
 class LITTi(_LITTiTrunk):
@@ -179,14 +195,12 @@ class LITTi(_LITTiTrunk):
     def _last_stage(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 4 with the class token: (B, H, W, C) map of stage 3 -> (B, 1 + N, C) tokens."""
         last = self.num_stages - 1
-        x = getattr(self, f"patch_embed{last + 1}")(x)
+        x, grid_pos = self._embed(last, x)
         B, H, W, C = x.shape
-        pos = getattr(self, f"pos_embed{last + 1}")
-        grid_pos = resize_pos_embed(pos[:, 1:], self.grid_sizes[last], H, W).reshape(1, H * W, C)
+        grid_pos = resize_pos_embed(grid_pos, self.grid_sizes[last], H, W).reshape(1, H * W, C)
         x = torch.cat([self.cls_token.expand(B, -1, -1), x.reshape(B, H * W, C)], dim=1)  # (B, 1 + N, C)
-        x = x + torch.cat([pos[:, :1], grid_pos], dim=1)
-        x = getattr(self, f"pos_drop{last + 1}")(x)
-        return self._blocks(getattr(self, f"block{last + 1}"), x)
+        x = x + torch.cat([self.pos_embed4[:, :1], grid_pos], dim=1)
+        return self._blocks(last, x)
 
     def forward_intermediates(
         self,

@@ -5,6 +5,7 @@ between stages. Every variant's state_dict equals the official one key for key, 
 with strict=True; the same modules make the classifier (`LITv2`) and the detection / segmentation backbone
 (`LITv2Backbone`), and both run at any input size.
 """
+
 from typing import Any, Dict, Sequence, Union
 
 import torch
