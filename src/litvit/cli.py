@@ -12,6 +12,21 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .convert import convert_checkpoint
+
+    kwargs = {} if args.alpha is None else {"alpha": args.alpha}
+    try:
+        name, used = convert_checkpoint(args.src, args.dst, args.model, backbone=args.backbone, **kwargs)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"litvit convert: {e}", file=sys.stderr)
+        return 2
+    extra = "".join(f", {k}={v}" for k, v in used.items())
+    print(f"wrote {args.dst} ({name}{extra}{', ' + args.backbone + ' backbone' if args.backbone else ''})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="litvit", description="LIT and LITv2 vision transformers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -20,6 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--measured", action="store_true", help="also run each model once under torch's FlopCounterMode (slower)"
     )
     models.set_defaults(func=_models)
+
+    convert = sub.add_parser(
+        "convert", help="official .pth -> .safetensors (no pickle at load time), model name in its metadata"
+    )
+    convert.add_argument("src", help="official LIT / LITv2 file (.pth), mmdet / mmseg file, or litvit checkpoint")
+    convert.add_argument("dst", help="output .safetensors path")
+    convert.add_argument("--model", help="timm name (litv2_s, lit_ti, ...); recognised from the weights if omitted")
+    convert.add_argument("--alpha", type=float, help="LITv2 Lo-Fi head fraction, for --model litv2_*")
+    convert.add_argument(
+        "--backbone", choices=("det", "seg"), help="convert into the detection / segmentation backbone (needs --model)"
+    )
+    convert.set_defaults(func=_convert)
     return parser
 
 

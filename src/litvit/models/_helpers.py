@@ -2,8 +2,6 @@
 
 from typing import Any, Dict
 
-import torch
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -11,21 +9,6 @@ LITV2_PAPER = "Fast Vision Transformers with HiLo Attention (NeurIPS 2022), http
 LIT_PAPER = "Less is More: Pay Less Attention in Vision Transformers (AAAI 2022), https://arxiv.org/abs/2105.14217"
 LITV2_RELEASES = "https://github.com/ziplab/LITv2/releases/download/"
 LIT_RELEASES = "https://github.com/ziplab/LIT/releases/download/"
-
-
-def unwrap_state_dict(checkpoint: Any) -> Dict[str, torch.Tensor]:
-    """The weights of an official or litvit file: `{'model': sd}`, `{'state_dict': sd}` or a bare state_dict, with
-    DataParallel/DDP `module.` prefixes removed."""
-    sd = checkpoint
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(
-            "checkpoint holds no state_dict: expected a dict of tensors, or one under 'model' or 'state_dict'"
-        )
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
 def cfg(url: str = "", paper: str = LITV2_PAPER, **kwargs) -> Dict[str, Any]:
@@ -44,5 +27,20 @@ def cfg(url: str = "", paper: str = LITV2_PAPER, **kwargs) -> Dict[str, Any]:
         "classifier": "head",
         "license": "apache-2.0",
         "paper_ids": paper,
+        # Loading goes through the model's own `load_pretrained` (official layouts, no foreign pickle code).
+        "custom_load": True,
         **kwargs,
     }
+
+
+def prefer_own_loader(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Route a `pretrained_cfg_overlay=dict(file=...)` (or url) through the model's own `load_pretrained`.
+
+    timm switches `custom_load` off when an overlay names a weight source; for litvit models the own loader is the
+    one that reads official training checkpoints (foreign pickles), safetensors, and reports mismatches clearly, so
+    it stays on unless the caller sets `custom_load` explicitly.
+    """
+    overlay = kwargs.get("pretrained_cfg_overlay")
+    if overlay and any(overlay.get(k) for k in ("file", "url")) and "custom_load" not in overlay:
+        kwargs = dict(kwargs, pretrained_cfg_overlay=dict(overlay, custom_load=True))
+    return kwargs

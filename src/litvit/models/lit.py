@@ -14,10 +14,11 @@ from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from ..checkpoint import load_into, strip_prefix, unwrap_state_dict
 from ..layers.attention import RelPosAttention, resize_relative_position_table
 from ..layers.block import Block, MLPBlock
 from ..layers.ffn import Mlp
-from ._helpers import LIT_PAPER, LIT_RELEASES, cfg, unwrap_state_dict
+from ._helpers import LIT_PAPER, LIT_RELEASES, cfg, prefer_own_loader
 from ._pyramid import BlockFactory, PyramidBackbone, PyramidClassifier, init_linear_and_norm, to_2tuple_size
 from .litv2 import dense_norm_indices
 
@@ -111,6 +112,11 @@ class LIT(PyramidClassifier):
         return {"relative_position_bias_table"}
 
     @torch.jit.ignore
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load an official LIT file or a litvit checkpoint (timm's custom-load hook; see litvit.checkpoint)."""
+        load_into(self, checkpoint_path, checkpoint_filter_fn)
+
+    @torch.jit.ignore
     def flops(self, img_size: Union[int, Sequence[int], None] = None) -> int:
         """The official `model.flops()` count (MACs) at `img_size` (default: the model's)."""
         from ..flops import official_flops
@@ -164,26 +170,42 @@ class LITBackbone(PyramidBackbone):
         self.apply(init_linear_and_norm)
         _init_tables(self)
 
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load ImageNet weights (tables resized to the reference grid, as the official code does) or an official
+        mmdet / mmseg checkpoint; output norms absent from an ImageNet file keep their initialisation."""
+        load_into(self, checkpoint_path, checkpoint_filter_fn, ignore_missing=("norm0.", "norm1.", "norm2.", "norm3."))
+
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Official LIT files -> this model's state_dict; relative-position tables resized to the model's grid."""
+    """Official LIT-S/M/B files -> this model's state_dict.
+
+    Relative-position tables of another reference size are resized bicubically to the model's grid (the official
+    dense code's rule) and `relative_position_index` is taken from the model (it is a pure function of the grid). For
+    the dense backbone, mmdet / mmseg checkpoints lose their `backbone.` prefix and ImageNet files their head, final
+    norm and index buffers.
+    """
     sd = unwrap_state_dict(state_dict)
+    if isinstance(model, LITBackbone):
+        sd = strip_prefix(sd, "backbone.")
+        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm."))}
     own = model.state_dict()
     out = {}
     for k, v in sd.items():
-        if k.endswith("relative_position_index") and k in own:
-            out[k] = own[k]  # deterministic: rebuilt for this model's grid
+        if k.endswith("relative_position_index"):
+            if k in own:
+                out[k] = own[k]
             continue
         if k.endswith("relative_position_bias_table") and k in own and v.shape != own[k].shape:
-            module = model.get_submodule(k.rsplit(".", 1)[0])
-            old = int(math.isqrt(v.shape[0]))
-            old_grid = [(old + 1) // 2, (old + 1) // 2]
-            v = resize_relative_position_table(v, old_grid, list(module.grid_size))
+            side = math.isqrt(v.shape[0])
+            if side * side == v.shape[0] and side % 2 == 1 and v.shape[1] == own[k].shape[1]:
+                grid = model.get_submodule(k.rsplit(".", 1)[0]).grid_size
+                v = resize_relative_position_table(v, [(side + 1) // 2] * 2, list(grid))
         out[k] = v
     return out
 
 
 def _create_lit(variant: str, pretrained: bool = False, **kwargs) -> LIT:
+    kwargs = prefer_own_loader(kwargs)
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_model_with_cfg(
         LIT,

@@ -6,6 +6,7 @@ Position embeddings are stored for the `img_size` grid; on another map size they
 of the official dense backbone (`LITTiBackbone`).
 """
 
+import math
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -17,13 +18,14 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
+from ..checkpoint import load_into, strip_prefix, unwrap_state_dict
 from ..layers._checks import check_image, check_positive_int
 from ..layers.attention import Attention
 from ..layers.block import Block, MLPBlock
 from ..layers.dtm import DeformableTokenMerging
 from ..layers.ffn import Mlp
 from ..layers.patch_embed import PatchEmbed
-from ._helpers import LIT_PAPER, LIT_RELEASES, cfg, unwrap_state_dict
+from ._helpers import LIT_PAPER, LIT_RELEASES, cfg, prefer_own_loader
 from ._pyramid import init_linear_and_norm, min_input_size, to_2tuple_size
 from .lit import stage_grid_sizes
 
@@ -179,6 +181,11 @@ class LITTi(_LITTiTrunk):
         return {"cls_token"}
 
     @torch.jit.ignore
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load an official LIT-Ti file or a litvit checkpoint (timm's custom-load hook; see litvit.checkpoint)."""
+        load_into(self, checkpoint_path, checkpoint_filter_fn)
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -281,6 +288,10 @@ class LITTiBackbone(_LITTiTrunk):
         self.out_indices = tuple(out_indices)
         self._init()
 
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load ImageNet weights (official LIT-Ti or litvit) or an official mmdet / mmseg checkpoint."""
+        load_into(self, checkpoint_path, checkpoint_filter_fn)
+
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         check_image(x, self.in_chans, self.min_input_size)
         outs: List[torch.Tensor] = []
@@ -292,11 +303,33 @@ class LITTiBackbone(_LITTiTrunk):
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Official LIT-Ti files (bare state_dict, or under 'model') -> this model's state_dict."""
-    return unwrap_state_dict(state_dict)
+    """Official LIT-Ti files (a bare state_dict, or under 'model') -> this model's state_dict.
+
+    Position embeddings stored for another grid are resized bilinearly to the model's (row 0 of `pos_embed4`, the
+    class token's, is kept). For the dense backbone, mmdet / mmseg files lose their `backbone.` prefix and ImageNet
+    files their class token, final norm and head.
+    """
+    sd = unwrap_state_dict(state_dict)
+    if isinstance(model, LITTiBackbone):
+        sd = strip_prefix(sd, "backbone.")
+        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm.", "cls_token"))}
+    own = model.state_dict()
+    for i, grid in enumerate(model.grid_sizes):
+        k = f"pos_embed{i + 1}"
+        if k not in sd or k not in own or sd[k].shape == own[k].shape or sd[k].shape[-1] != own[k].shape[-1]:
+            continue
+        extra = 1 if i == len(model.grid_sizes) - 1 else 0
+        n = sd[k].shape[1] - extra
+        side = math.isqrt(n)
+        if side * side != n:
+            continue
+        resized = resize_pos_embed(sd[k][:, extra:], (side, side), grid[0], grid[1]).reshape(1, -1, sd[k].shape[-1])
+        sd[k] = torch.cat([sd[k][:, :extra], resized], dim=1)
+    return sd
 
 
 def _create_lit_ti(variant: str, pretrained: bool = False, **kwargs) -> LITTi:
+    kwargs = prefer_own_loader(kwargs)
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_model_with_cfg(
         LITTi,

@@ -12,10 +12,11 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from ..checkpoint import load_into, strip_prefix, unwrap_state_dict
 from ..layers.block import Block, MLPBlock
 from ..layers.ffn import DWConvMlp
 from ..layers.hilo import HiLo
-from ._helpers import LITV2_RELEASES, cfg, unwrap_state_dict
+from ._helpers import LITV2_RELEASES, cfg, prefer_own_loader
 from ._pyramid import BlockFactory, PyramidBackbone, PyramidClassifier, init_linear_and_norm, to_2tuple_size
 
 __all__ = ["LITv2", "LITv2Backbone"]
@@ -102,6 +103,11 @@ class LITv2(PyramidClassifier):
         return set()
 
     @torch.jit.ignore
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load an official LITv2 file or a litvit checkpoint (timm's custom-load hook; see litvit.checkpoint)."""
+        load_into(self, checkpoint_path, checkpoint_filter_fn)
+
+    @torch.jit.ignore
     def flops(self, img_size: Union[int, Sequence[int], None] = None) -> int:
         """The official `model.flops()` count (MACs) at `img_size` (default: the model's)."""
         from ..flops import official_flops
@@ -152,6 +158,11 @@ class LITv2Backbone(PyramidBackbone):
         self.task = task
         self.apply(init_linear_and_norm)
 
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load ImageNet weights (official LITv2 or litvit) or an official mmdet / mmseg checkpoint; output norms
+        absent from an ImageNet file keep their initialisation, as in the official code."""
+        load_into(self, checkpoint_path, checkpoint_filter_fn, ignore_missing=("norm0.", "norm1.", "norm2.", "norm3."))
+
 
 def dense_norm_indices(task: str, num_stages: int = 4) -> tuple:
     """Which stage outputs the official dense code normalises: detection 1..3, segmentation all."""
@@ -163,11 +174,31 @@ def dense_norm_indices(task: str, num_stages: int = 4) -> tuple:
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Official LITv2 files (`{'model': sd}` or bare, optional `module.` prefix) -> this model's state_dict."""
-    return unwrap_state_dict(state_dict)
+    """Official LITv2 files -> this model's state_dict.
+
+    Accepts `{'model': sd}` (the official trainer's files), a bare state_dict, `module.` prefixes and, for the dense
+    backbone, mmdet / mmseg checkpoints (`state_dict` with a `backbone.` prefix) or ImageNet files (their head and
+    final norm dropped). The official and litvit layouts are otherwise identical.
+    """
+    sd = unwrap_state_dict(state_dict)
+    if isinstance(model, LITv2Backbone):
+        sd = strip_prefix(sd, "backbone.")
+        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm."))}
+    return sd
 
 
 def _create_litv2(variant: str, pretrained: bool = False, **kwargs) -> LITv2:
+    tag = kwargs.get("pretrained_cfg")
+    if isinstance(tag, str) and tag in ALPHA_TAGS:  # the alpha-ablation checkpoints need their own head split
+        alpha = ALPHA_TAGS[tag]
+        if kwargs.get("alpha", alpha) != alpha:
+            raise ValueError(
+                f"tag {variant}.{tag} holds weights for alpha={alpha}, but alpha={kwargs['alpha']} was given"
+            )
+        kwargs["alpha"] = alpha
+    if tag == "in1k_384":  # the fine-tuned 384 weights: default resolution (flops(), configs) 384
+        kwargs.setdefault("img_size", 384)
+    kwargs = prefer_own_loader(kwargs)
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_model_with_cfg(
         LITv2,
@@ -179,9 +210,25 @@ def _create_litv2(variant: str, pretrained: bool = False, **kwargs) -> LITv2:
     )
 
 
+# LITv2-S trained with other Lo-Fi head fractions (the paper's alpha ablation, release v1.1).
+ALPHA_TAGS = {
+    "in1k_alpha0": 0.0,
+    "in1k_alpha0.2": 0.2,
+    "in1k_alpha0.4": 0.4,
+    "in1k_alpha0.5": 0.5,
+    "in1k_alpha0.7": 0.7,
+    "in1k_alpha0.9": 0.9,
+    "in1k_alpha1": 1.0,
+}
+_ALPHA_FILES = {0.0: "alpha_0.pth", 1.0: "alpha_1.pth"}
+
 default_cfgs = generate_default_cfgs(
     {
         "litv2_s.in1k": cfg(url=LITV2_RELEASES + "v1.0/litv2_s.pth"),
+        **{
+            f"litv2_s.{tag}": cfg(url=LITV2_RELEASES + "v1.1/" + _ALPHA_FILES.get(a, f"alpha_{a}.pth"))
+            for tag, a in ALPHA_TAGS.items()
+        },
         "litv2_m.in1k": cfg(url=LITV2_RELEASES + "v1.0/litv2_m.pth"),
         "litv2_b.in1k": cfg(url=LITV2_RELEASES + "v1.0/litv2_b.pth"),
         "litv2_b.in1k_384": cfg(
