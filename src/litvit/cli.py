@@ -27,9 +27,23 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands that live with their subpackage: each module has `register(subparsers)` adding its parser(s).
+COMMAND_MODULES = ("litvit.train.cli", "litvit.eval.cli", "litvit.bench.cli")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     parser = argparse.ArgumentParser(prog="litvit", description="LIT and LITv2 vision transformers")
     sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name and not name.startswith(str(e.name)):
+                raise
+            continue
+        module.register(sub)
     models = sub.add_parser("models", help="print the table of models (parameters, GMACs, paper top-1)")
     models.add_argument(
         "--measured", action="store_true", help="also run each model once under torch's FlopCounterMode (slower)"
