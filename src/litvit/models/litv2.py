@@ -231,6 +231,8 @@ default_cfgs = generate_default_cfgs(
         },
         "litv2_m.in1k": cfg(url=LITV2_RELEASES + "v1.0/litv2_m.pth"),
         "litv2_b.in1k": cfg(url=LITV2_RELEASES + "v1.0/litv2_b.pth"),
+        # A small LITv2 for quick runs (no released weights): the default model of `litvit train`.
+        "litv2_nano": cfg(input_size=(3, 32, 32), pool_size=(1, 1), num_classes=10, crop_pct=1.0),
         "litv2_b.in1k_384": cfg(
             url=LITV2_RELEASES + "v1.0/litv2_b_384.pth", input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
         ),
@@ -243,6 +245,8 @@ LITV2_ARCHS: Dict[str, Dict[str, Any]] = {
     "litv2_m": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
     "litv2_b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
 }
+# Not a released model: LITv2's design at a size that trains in minutes on a CPU (e.g. 32x32 digits).
+LITV2_NANO = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), drop_path_rate=0.0)
 # The official detection / segmentation configs train with less stochastic depth than ImageNet.
 LITV2_DENSE_DROP_PATH = {"litv2_s": 0.2, "litv2_m": 0.2, "litv2_b": 0.3}
 
@@ -260,3 +264,9 @@ def litv2_m(pretrained: bool = False, **kwargs) -> LITv2:
 @register_model
 def litv2_b(pretrained: bool = False, **kwargs) -> LITv2:
     return _create_litv2("litv2_b", pretrained, **dict(LITV2_ARCHS["litv2_b"], **kwargs))
+
+
+@register_model
+def litv2_nano(pretrained: bool = False, **kwargs) -> LITv2:
+    """A small LITv2 (HiLo in the last two stages, DTM between stages) for quick CPU runs; no released weights."""
+    return _create_litv2("litv2_nano", pretrained, **dict(LITV2_NANO, **kwargs))
