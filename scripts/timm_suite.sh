@@ -16,7 +16,8 @@
 #   PYTHON                  interpreter of the environment to test (default: `python` on PATH)
 #   TIMM_SDIST              reuse an already downloaded sdist: the unpacked `timm-X.Y.Z` directory or its .tar.gz
 #                           (must be the installed timm's version; it is copied, never modified)
-#   TIMM_SUITE_MODELS       space-separated model names (default: the 7 litvit models)
+#   TIMM_SUITE_MODELS       space-separated model names (default: the 7 released LIT / LITv2 models), or `all`:
+#                           every model registered by litvit's timm modules
 #   TIMM_SUITE_NON_STD      space-separated name patterns appended to the suite's NON_STD_FILTERS (default: none).
 #                           e.g. "lit_ti*": test LIT-Ti the way timm tests its class-token (NLC output) models, with
 #                           test_model_default_cfgs_non_std instead of test_model_default_cfgs / _forward_features
@@ -29,12 +30,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python}
-MODELS=${TIMM_SUITE_MODELS:-"litv2_s litv2_m litv2_b lit_ti lit_s lit_m lit_b"}
 MODULES="litv2 lit lit_ti"
+MODELS=${TIMM_SUITE_MODELS:-"litv2_s litv2_m litv2_b lit_ti lit_s lit_m lit_b"}
 start=$(date +%s)
 
 VERSION=$("$PY" -c 'import timm; print(timm.__version__)')
-"$PY" -c 'import litvit' || { echo "timm_suite: litvit is not importable by $PY" >&2; exit 2; }
+REGISTERED=$("$PY" -c 'import sys, timm, litvit; print(" ".join(timm.list_models(module=sys.argv[1:])))' $MODULES) \
+    || { echo "timm_suite: litvit is not importable by $PY" >&2; exit 2; }
+[ "$MODELS" = all ] && MODELS=$REGISTERED
+for m in $REGISTERED; do
+    case " $MODELS " in *" $m "*) ;; *) echo "timm_suite: note: $m is registered by litvit but not tested" \
+        "(TIMM_SUITE_MODELS=all tests every registered model)";; esac
+done
 echo "timm_suite: python $("$PY" -c 'import sys; print(sys.executable)'), timm $VERSION," \
      "torch $("$PY" -c 'import torch; print(torch.__version__)')"
 

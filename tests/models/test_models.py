@@ -192,3 +192,18 @@ def test_timm_create_model_features_only(name):
         outs = model(torch.randn(1, 3, 96, 128))
     assert [o.shape[2:] for o in outs] == [(12, 16), (3, 4)]
     assert model.feature_info.channels() == [o.shape[1] for o in outs]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_autocast_and_pure_bf16(kind):
+    """bf16 runs end to end on CPU (torchvision's deformable conv has no bf16 CPU kernel: it runs in fp32 there)."""
+    model = tiny(kind).eval()
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = model(x)
+        pure = model.to(torch.bfloat16)(x.bfloat16())
+    assert auto.dtype == pure.dtype == torch.bfloat16
+    for out in (auto, pure):
+        assert (out.float() - ref).norm() / ref.norm() < 3e-2

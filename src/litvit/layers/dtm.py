@@ -27,6 +27,19 @@ class OffsetDeformConv2d(DeformConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         offset = self.conv_offset(x)
+        dtype = x.dtype
+        if x.device.type != "cuda" and (dtype not in (torch.float32, torch.float64) or offset.dtype != dtype):
+            # torchvision's CPU kernel has no bf16 / fp16 (and autocast may hand it mixed dtypes): run the deformable
+            # conv in fp32, as the official mixed-precision code forces it to, and return the input's dtype.
+            out = deform_conv2d(
+                x.float(),
+                offset.float(),
+                self.weight.float(),
+                self.bias.float(),
+                stride=self.stride,
+                padding=self.padding,
+            )
+            return out.to(dtype)
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding)
 
 
@@ -57,6 +70,9 @@ class DeformableTokenMerging(nn.Module):
                 f"DeformableTokenMerging needs a map of at least 2x2 to merge, got {x.shape[1]}x{x.shape[2]}; "
                 "use a larger input image"
             )
-        x = x.permute(0, 3, 1, 2).contiguous()  # (B, H, W, C) -> (B, C, H, W)
-        x = self.act_layer(self.norm_layer(self.dconv(x)))
-        return x.permute(0, 2, 3, 1)  # (B, C, H', W') -> (B, H', W', C)
+        x = self.dconv(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W) view; -> (B, C_out, H', W')
+        # One copy to a physically channels-last map: BatchNorm and GELU then run on it in place of layout, and the
+        # next stage's residual stream is contiguous (B, H', W', C) (else every LayerNorm would copy it again).
+        x = x.permute(0, 2, 3, 1).contiguous()  # (B, C, H', W') -> (B, H', W', C)
+        x = self.norm_layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # BN on the channels_last view
+        return self.act_layer(x)

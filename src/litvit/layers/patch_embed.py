@@ -40,5 +40,8 @@ class PatchEmbed(nn.Module):
         pad_h = (p - x.shape[-2] % p) % p
         if pad_w > 0 or pad_h > 0:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x).permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
+        # A channels_last image makes the conv write a physically (B, H, W, C) map: the permute below is then free
+        # and the residual stream of stage 1 is contiguous.
+        x = self.proj(x.contiguous(memory_format=torch.channels_last))
+        x = x.permute(0, 2, 3, 1)  # (B, C, H, W) channels_last -> (B, H, W, C) contiguous
         return self.norm(x)
