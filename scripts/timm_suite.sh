@@ -18,9 +18,10 @@
 #                           (must be the installed timm's version; it is copied, never modified)
 #   TIMM_SUITE_MODELS       space-separated model names (default: the 7 released LIT / LITv2 models), or `all`:
 #                           every model registered by litvit's timm modules
-#   TIMM_SUITE_NON_STD      space-separated name patterns appended to the suite's NON_STD_FILTERS (default: none).
-#                           e.g. "lit_ti*": test LIT-Ti the way timm tests its class-token (NLC output) models, with
-#                           test_model_default_cfgs_non_std instead of test_model_default_cfgs / _forward_features
+#   TIMM_SUITE_NON_STD      space-separated name patterns appended to the suite's NON_STD_FILTERS (default: "lit_ti*":
+#                           LIT-Ti ends in class + patch tokens (NLC), the kind of model timm itself lists there, like
+#                           deit / vit, so it runs test_model_default_cfgs_non_std instead of the spatial-output
+#                           test_model_default_cfgs / _forward_features; set it to "" to see those refuse it)
 #   TIMM_SUITE_PRETRAINED   1: also run test_model_load_pretrained / test_model_features_pretrained, which download
 #                           the released weights from GitHub (left out by default: CI has no network besides PyPI)
 #   TIMM_SUITE_COLLECT_ONLY 1: only list the selected tests
@@ -84,7 +85,7 @@ cp "$SRC/pyproject.toml" "$SUITE/pyproject.toml"
 rm -rf "$SUITE/tests/__pycache__"
 
 # --- patch the copy: our registry modules in every module-filtered list ------------------------------------------
-TIMM_SUITE_NON_STD=${TIMM_SUITE_NON_STD:-} "$PY" - "$SUITE/tests/test_models.py" $MODULES <<'PYEOF'
+TIMM_SUITE_NON_STD=${TIMM_SUITE_NON_STD-"lit_ti*"} "$PY" - "$SUITE/tests/test_models.py" $MODULES <<'PYEOF'
 import os, re, sys
 
 path, modules = sys.argv[1], sys.argv[2:]

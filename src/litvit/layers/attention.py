@@ -4,6 +4,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import nn
 
 from ._checks import check_floating, check_heads, check_map, check_positive_int
@@ -49,6 +50,7 @@ def relative_position_index(height: int, width: int, device: Optional[torch.devi
     return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
 
 
+@register_notrace_module
 class RelPosAttention(nn.Module):
     """Global multi-head self-attention with a learned relative-position bias (LIT-S/M/B, stages 3 and 4).
 

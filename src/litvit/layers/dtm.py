@@ -3,6 +3,7 @@
 from typing import Callable
 
 import torch
+from timm.layers import register_notrace_module
 from torch import nn
 from torchvision.ops import DeformConv2d, deform_conv2d
 
@@ -43,6 +44,7 @@ class OffsetDeformConv2d(DeformConv2d):
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding)
 
 
+@register_notrace_module
 class DeformableTokenMerging(nn.Module):
     """(B, H, W, C_in) -> (B, floor(H/2), floor(W/2), C_out): 2x2 stride-2 deformable conv, BatchNorm, GELU.
 

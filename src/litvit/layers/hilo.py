@@ -12,11 +12,13 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import nn
 
 from ._checks import check_heads, check_positive_int, tokens_to_map
 
 
+@register_notrace_module
 class HiLo(nn.Module):
     """HiLo attention.
 

@@ -4,11 +4,13 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import nn
 
 from ._checks import check_image, check_positive_int
 
 
+@register_notrace_module
 class PatchEmbed(nn.Module):
     """Non-overlapping `patch_size` conv, then an optional LayerNorm over channels.
 

@@ -7,6 +7,8 @@ stage module returns both: the feature and the merged map that feeds the next st
 dense backbones are converted to NCHW.
 """
 
+import contextlib
+import functools
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -46,6 +48,26 @@ def init_linear_and_norm(module: nn.Module) -> None:
 def min_input_size(patch_size: int, num_merges: int) -> int:
     """Smallest image side that leaves at least a 2x2 map before every 2x2 token merge."""
     return patch_size * (2**num_merges - 1) + 1
+
+
+def factory_kwargs(init: Callable) -> Callable:
+    """Give a model `__init__` timm's `device` / `dtype` factory keywords: the model is built under that default
+    device (so `device='meta'` allocates nothing) and then cast to `dtype`."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args, device=None, dtype=None, **kwargs):
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            init(self, *args, **kwargs)
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    return wrapper
+
+
+def device_dtype(module: nn.Module) -> dict:
+    """`device` / `dtype` of a module's parameters, for building a new sub-module that matches them."""
+    param = next(module.parameters(), None)
+    return {} if param is None else dict(device=param.device, dtype=param.dtype)
 
 
 class Stage(nn.Module):
@@ -195,10 +217,12 @@ class PyramidClassifier(PyramidTrunk):
             if global_pool not in ("avg", ""):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
+        dd = device_dtype(self)
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             init_linear_and_norm(self.head)
+        self.head.train(self.training)
 
     def forward_intermediates(
         self,
@@ -219,15 +243,17 @@ class PyramidClassifier(PyramidTrunk):
             intermediates_only: return only the list of features.
         """
         if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt}")
         take_indices, max_index = feature_take_indices(len(self.layers), indices)
         intermediates: List[torch.Tensor] = []
         x = self.stem(x)
         last = len(self.layers) - 1
         feat = x
-        for i, stage in enumerate(self.layers):
-            if stop_early and i > max_index:
-                break
+        if torch.jit.is_scripting() or not stop_early:  # noqa: SIM108 - TorchScript cannot slice a ModuleList
+            stages = self.layers
+        else:
+            stages = self.layers[: max_index + 1]
+        for i, stage in enumerate(stages):
             feat, x = stage(x)
             if i in take_indices:
                 out = self.norm(feat) if norm and i == last else feat
@@ -244,13 +270,15 @@ class PyramidClassifier(PyramidTrunk):
     ) -> List[int]:
         """Drop the stages after the last requested one (and optionally the norm / head)."""
         take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        prune_end = max_index < len(self.layers) - 1
         self.layers = self.layers[: max_index + 1]
         self.layers[-1].downsample = nn.Identity()
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()  # sized for the last stage only
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.embed_dims[max_index]
+        if prune_head or prune_end:
             self.reset_classifier(0, "")
-        self.num_features = self.head_hidden_size = self.embed_dims[max_index]
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

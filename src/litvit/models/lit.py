@@ -19,7 +19,14 @@ from ..layers.attention import RelPosAttention, resize_relative_position_table
 from ..layers.block import Block, MLPBlock
 from ..layers.ffn import Mlp
 from ._helpers import LIT_PAPER, LIT_RELEASES, cfg, prefer_own_loader
-from ._pyramid import BlockFactory, PyramidBackbone, PyramidClassifier, init_linear_and_norm, to_2tuple_size
+from ._pyramid import (
+    BlockFactory,
+    PyramidBackbone,
+    PyramidClassifier,
+    factory_kwargs,
+    init_linear_and_norm,
+    to_2tuple_size,
+)
 from .litv2 import dense_norm_indices
 
 __all__ = ["LIT", "LITBackbone"]
@@ -70,6 +77,7 @@ def _init_tables(model: nn.Module) -> None:
 class LIT(PyramidClassifier):
     """LIT-S/M/B image classifier (timm model API). Runs at any input size (bias tables resized as needed)."""
 
+    @factory_kwargs
     def __init__(
         self,
         img_size: Union[int, Sequence[int]] = 224,
@@ -128,6 +136,7 @@ class LITBackbone(PyramidBackbone):
     """LIT-S/M/B backbone of the official detection (`task='det'`, tables for an 800-pixel reference image, output
     norms on stages 1-3) and segmentation (`task='seg'`, 512 pixels, stages 0-3) code."""
 
+    @factory_kwargs
     def __init__(
         self,
         task: str = "det",

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_function, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
@@ -26,12 +26,13 @@ from ..layers.dtm import DeformableTokenMerging
 from ..layers.ffn import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ._helpers import LIT_PAPER, LIT_RELEASES, cfg, prefer_own_loader
-from ._pyramid import init_linear_and_norm, min_input_size, to_2tuple_size
+from ._pyramid import device_dtype, factory_kwargs, init_linear_and_norm, min_input_size, to_2tuple_size
 from .lit import stage_grid_sizes
 
 __all__ = ["LITTi", "LITTiBackbone"]
 
 
+@register_notrace_function
 def resize_pos_embed(pos: torch.Tensor, grid: Tuple[int, int], height: int, width: int) -> torch.Tensor:
     """(1, gh * gw, C) embedding stored for a gh x gw grid -> (1, H, W, C), bilinearly resized if the size differs."""
     C = pos.shape[-1]
@@ -159,6 +160,7 @@ class _LITTiTrunk(nn.Module):
 class LITTi(_LITTiTrunk):
     """LIT-Ti image classifier (timm model API); the class token of stage 4 feeds the head."""
 
+    @factory_kwargs
     def __init__(self, num_classes: int = 1000, global_pool: str = "token", **kwargs):
         super().__init__(**kwargs)
         if global_pool not in ("token", "avg", ""):
@@ -194,10 +196,12 @@ class LITTi(_LITTiTrunk):
             if global_pool not in ("token", "avg", ""):
                 raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
+        dd = device_dtype(self)
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             init_linear_and_norm(self.head)
+        self.head.train(self.training)
 
     def _last_stage(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 4 with the class token: (B, H, W, C) map of stage 3 -> (B, 1 + N, C) tokens."""
@@ -220,7 +224,7 @@ class LITTi(_LITTiTrunk):
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Stage maps (after each stage's blocks) as NCHW or NHWC; the class token is left out of stage 4's map."""
         if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt}")
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
         check_image(x, self.in_chans, self.min_input_size)
         intermediates: List[torch.Tensor] = []
@@ -233,6 +237,14 @@ class LITTi(_LITTiTrunk):
                 intermediates.append(x.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else x)
         if stop_early and max_index < last:
             return intermediates if intermediates_only else (x, intermediates)
+        if self.cls_token is None:
+            x = self._grid_stage(last, x)
+            if last in take_indices:
+                feat = self.norm(x) if norm else x
+                intermediates.append(feat.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else feat)
+            if intermediates_only:
+                return intermediates
+            return self.norm(x), intermediates
         B, H, W, C = x.shape[0], x.shape[1] // 2, x.shape[2] // 2, self.num_features
         x = self._last_stage(x)
         if last in take_indices:
@@ -250,11 +262,20 @@ class LITTi(_LITTiTrunk):
         prune_head: bool = True,
     ) -> List[int]:
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        if max_index < self.num_stages - 1:
-            raise ValueError("LIT-Ti's head reads stage 4's class token: its last stage cannot be pruned")
-        if prune_norm:
+        prune_end = max_index < self.num_stages - 1
+        if prune_end:
+            # the class token only enters in stage 4: without it the model ends in a plain (B, H, W, C) map
+            for j in range(max_index + 1, self.num_stages):
+                setattr(self, f"patch_embed{j + 1}", nn.Identity())
+                setattr(self, f"block{j + 1}", nn.Sequential())
+                setattr(self, f"pos_embed{j + 1}", None)
+            self.cls_token = None
+            self.num_prefix_tokens = 0
+            self.num_stages = max_index + 1
+            self.num_features = self.head_hidden_size = self.embed_dims[max_index]
+        if prune_norm or prune_end:
             self.norm = nn.Identity()
-        if prune_head:
+        if prune_head or prune_end:
             self.reset_classifier(0, "")
         return take_indices
 
@@ -263,13 +284,15 @@ class LITTi(_LITTiTrunk):
         check_image(x, self.in_chans, self.min_input_size)
         for i in range(self.num_stages - 1):
             x = self._grid_stage(i, x)
+        if self.cls_token is None:
+            return self.norm(self._grid_stage(self.num_stages - 1, x))
         return self.norm(self._last_stage(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "token":
             x = x[:, 0]
         elif self.global_pool == "avg":
-            x = x[:, self.num_prefix_tokens :].mean(dim=1)
+            x = x.mean(dim=(1, 2)) if x.dim() == 4 else x[:, self.num_prefix_tokens :].mean(dim=1)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -280,6 +303,7 @@ class LITTiBackbone(_LITTiTrunk):
     """LIT-Ti backbone of the official detection / segmentation code (identical for both): the NCHW map of every
     stage after its blocks, no output norms, no class token (row 0 of `pos_embed4` is kept but unused)."""
 
+    @factory_kwargs
     def __init__(self, out_indices: Sequence[int] = (0, 1, 2, 3), **kwargs):
         super().__init__(**kwargs)
         for i in out_indices:

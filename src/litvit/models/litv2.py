@@ -17,7 +17,14 @@ from ..layers.block import Block, MLPBlock
 from ..layers.ffn import DWConvMlp
 from ..layers.hilo import HiLo
 from ._helpers import LITV2_RELEASES, cfg, prefer_own_loader
-from ._pyramid import BlockFactory, PyramidBackbone, PyramidClassifier, init_linear_and_norm, to_2tuple_size
+from ._pyramid import (
+    BlockFactory,
+    PyramidBackbone,
+    PyramidClassifier,
+    factory_kwargs,
+    init_linear_and_norm,
+    to_2tuple_size,
+)
 
 __all__ = ["LITv2", "LITv2Backbone"]
 
@@ -59,6 +66,7 @@ class LITv2(PyramidClassifier):
     the HiLo window are zero-padded as in the official dense backbones.
     """
 
+    @factory_kwargs
     def __init__(
         self,
         img_size: Union[int, Sequence[int]] = 224,
@@ -119,6 +127,7 @@ class LITv2Backbone(PyramidBackbone):
     """LITv2 backbone of the official detection (`task='det'`: output norms on stages 1-3) and segmentation
     (`task='seg'`: stages 0-3) code: four NCHW maps at strides 4, 8, 16, 32, any input size."""
 
+    @factory_kwargs
     def __init__(
         self,
         task: str = "det",
