@@ -31,6 +31,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python}
+PY=$(command -v "$PY") || { echo "timm_suite: no python interpreter '${PYTHON:-python}'" >&2; exit 2; }
+case "$PY" in /*) ;; *) PY="$PWD/$PY" ;; esac  # the suite runs from another directory
 MODULES="litv2 lit lit_ti"
 MODELS=${TIMM_SUITE_MODELS:-"litv2_s litv2_m litv2_b lit_ti lit_s lit_m lit_b"}
 start=$(date +%s)

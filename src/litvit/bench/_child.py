@@ -4,8 +4,12 @@ The process imports torch, timm and litvit (and the benchmark modules), records 
 spec names, records again, runs the measured step ``iters`` times and prints one JSON line:
 
 * ``rss_import_bytes`` / ``peak_import_bytes``: resident / peak resident memory after the imports;
-* ``rss_built_bytes``: resident memory once the model (or layer) and its input exist;
-* ``peak_rss_bytes``: ``getrusage(RUSAGE_SELF).ru_maxrss`` at the end, the process's peak;
+* ``rss_built_bytes`` / ``peak_built_bytes``: resident / peak memory once the model (or layer) and its input exist;
+* ``step_peak_bytes``: the peak resident memory while the steps run (the peak is reset to the current RSS through
+  /proc/self/clear_refs after building; None where the kernel refuses);
+* ``peak_rss_bytes``: the process's peak, imports and building included: Linux's VmHWM, the counter behind
+  ``getrusage(RUSAGE_SELF).ru_maxrss`` without the parent's peak that ru_maxrss carries over a fork + exec
+  (``ru_maxrss_bytes`` holds the raw value);
 * on CUDA, ``cuda_built_bytes`` and ``cuda_peak_bytes`` (``torch.cuda.max_memory_allocated``).
 
 ``{"kind": "baseline"}`` builds nothing: its peak is what every child pays before building anything.
@@ -22,7 +26,7 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     import litvit  # noqa: F401
     from litvit.bench import attention, models
-    from litvit.bench.core import current_rss_bytes, peak_rss_bytes
+    from litvit.bench.core import current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -38,6 +42,7 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     }
     if spec["kind"] == "baseline":
         report["peak_rss_bytes"] = peak_rss_bytes()
+        report["ru_maxrss_bytes"] = ru_maxrss_bytes()
         return report
 
     batch = int(spec["batch_size"])
@@ -60,17 +65,22 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     runner = torch.compile(module, dynamic=False) if spec.get("compile") else module
     step = models.make_step(runner, x, spec["mode"], spec["dtype"], train_layout=train_layout, loss_fn=loss_fn)
 
-    report["rss_built_bytes"] = current_rss_bytes()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         report["cuda_built_bytes"] = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
+    report["rss_built_bytes"] = current_rss_bytes()
+    report["peak_built_bytes"] = peak_rss_bytes()  # imports and building included
+    report["peak_reset"] = reset_peak_rss()  # from here on the peak counts the measured steps only
     for _ in range(int(spec.get("iters", 2))):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         report["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device)
-    report["peak_rss_bytes"] = peak_rss_bytes()
+    end_peak = peak_rss_bytes()
+    report["step_peak_bytes"] = end_peak if report["peak_reset"] else None
+    report["peak_rss_bytes"] = max(report["peak_built_bytes"], end_peak)
+    report["ru_maxrss_bytes"] = ru_maxrss_bytes()
     return report
 
 

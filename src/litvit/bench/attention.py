@@ -21,7 +21,7 @@ design differs.
 """
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +30,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .core import (
     BenchError,
+    busy_warning,
     check_dtype,
     check_mode,
     flatten,
     interleave,
+    load_average,
     machine_info,
     matmul_record,
     matmul_task,
@@ -44,7 +46,7 @@ from .core import (
     summarize,
     synchronizer,
 )
-from .models import _printer, _progress_hook, make_step
+from .models import _printer, _progress_hook, counted_flops, make_step
 
 LAYERS = ("hilo", "hilo_matmul", "mhsa", "pvt_sra", "swin_window")
 LAYER_LABELS = {
@@ -276,7 +278,7 @@ def count_layer_macs(layer: nn.Module, x: torch.Tensor, mode: str) -> int:
             layer_loss(layer(x1)).backward()
         for p in layer.parameters():
             p.grad = None
-    return counter.get_total_flops() // 2
+    return counted_flops(counter) // 2
 
 
 def validate(cfg: AttentionBenchConfig) -> Tuple[torch.device, int]:
@@ -335,6 +337,9 @@ def run_attention_bench(cfg: AttentionBenchConfig) -> Dict[str, Any]:
     device, batch = validate(cfg)
     threads = set_threads(cfg.threads)
     say = _printer(cfg.verbose)
+    load_start, busy = load_average(), busy_warning(threads)
+    if busy:
+        say(f"litvit bench: warning: {busy}")
     sizes = [tuple(s) for s in cfg.sizes]
 
     tasks: Dict[str, Callable[[], Any]] = {}
@@ -367,6 +372,7 @@ def run_attention_bench(cfg: AttentionBenchConfig) -> Dict[str, Any]:
     tasks["@matmul"] = matmul_task(device, cfg.matmul_n)
 
     say(f"timing {len(rows)} layer x size tasks: {cfg.rounds} rounds x {cfg.repeats} repeats")
+    warm: Dict[str, List[float]] = {}
     raw = interleave(
         tasks,
         rounds=cfg.rounds,
@@ -374,12 +380,14 @@ def run_attention_bench(cfg: AttentionBenchConfig) -> Dict[str, Any]:
         warmup=cfg.warmup,
         sync=synchronizer(device),
         on_call=_progress_hook(say, cfg.repeats),
+        warmup_times=warm,
     )
     matmul = matmul_record(raw.pop("@matmul"), cfg.matmul_n, "fp32")
     peak_flops = matmul["gflops_median"] * 1e9
 
     for k, row in rows.items():
         flat = flatten(raw[k])
+        row["warmup_s"] = warm.get(k, [])
         row["throughput"] = {
             "times_s": raw[k],
             "summary_s": summarize(flat).as_dict(),
@@ -406,15 +414,13 @@ def run_attention_bench(cfg: AttentionBenchConfig) -> Dict[str, Any]:
 
     config = asdict(cfg)
     config.update(batch_size=batch, threads=threads, device=str(device), sizes=[list(s) for s in sizes])
+    machine = machine_info(device, threads)
+    machine.update(load_average_start=load_start, busy_warning=busy)
     return {
         "kind": "attention",
-        "machine": machine_info(device, threads),
+        "machine": machine,
         "config": config,
         "matmul": matmul,
         "memory": memory,
         "results": list(rows.values()),
     }
-
-
-def layer_names() -> Sequence[str]:
-    return LAYERS

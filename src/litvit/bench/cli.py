@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
-from .core import BenchError, parse_sizes
+from .core import BenchError, command_line, parse_sizes
 
 PROG = "litvit bench"
 
@@ -163,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
             cfg = _model_config(args)
             record = run_model_bench(cfg)
             out = args.out or Path("out/bench")
+        if getattr(args, "argv", None) is not None:  # called as main(argv): record that, not the host's sys.argv
+            record["machine"]["command"] = command_line(["litvit", "bench", *args.argv])
         paths = write_outputs(record, out)
     except BenchError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     return args.func(args)
 
 

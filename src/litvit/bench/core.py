@@ -23,7 +23,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -93,11 +93,13 @@ def interleave(
     clock: Clock = time.perf_counter,
     sync: Optional[Callable[[], None]] = None,
     on_call: Optional[Callable[[str, int, int, float], None]] = None,
+    warmup_times: Optional[Dict[str, List[float]]] = None,
 ) -> Dict[str, List[List[float]]]:
     """Time every task `repeats` times per turn, round-robin over `rounds` rounds, after `warmup` untimed calls each.
 
     Returns {name: [[seconds of each repeat] for each round]}. `sync` (e.g. torch.cuda.synchronize) runs before the
     clock is read on both sides of a call. `on_call(name, round, repeat, seconds)` is called after each timed call.
+    `warmup_times`, when given, receives the duration of each warm-up call (the first one includes any compiling).
     """
     if rounds < 1 or repeats < 1:
         raise BenchError(f"rounds ({rounds}) and repeats ({repeats}) must both be >= 1")
@@ -107,8 +109,12 @@ def interleave(
     do_sync = sync if sync is not None else (lambda: None)
     for name in names:
         for _ in range(warmup):
+            do_sync()
+            t0 = clock()
             tasks[name]()
-        do_sync()
+            do_sync()
+            if warmup_times is not None:
+                warmup_times.setdefault(name, []).append(clock() - t0)
     out: Dict[str, List[List[float]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in round_order(names, r):
@@ -226,21 +232,63 @@ def matmul_record(times: List[List[float]], n: int, dtype: str) -> Dict[str, Any
 # Memory
 
 
-def current_rss_bytes() -> int:
-    """Resident set size now (Linux /proc; falls back to the peak where /proc is missing)."""
+def _statm_rss_bytes() -> Optional[int]:
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        return peak_rss_bytes()
+        return None
 
 
-def peak_rss_bytes() -> int:
-    """getrusage(RUSAGE_SELF).ru_maxrss in bytes (kilobytes on Linux, bytes on macOS)."""
+def _ru_maxrss_bytes() -> int:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, kilobytes on Linux
+
+
+def current_rss_bytes() -> int:
+    """Resident set size now (Linux /proc; falls back to the peak where /proc is missing)."""
+    rss = _statm_rss_bytes()
+    return rss if rss is not None else _ru_maxrss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS in bytes, at least its current RSS (the kernel updates the peak lazily).
+
+    On Linux this is VmHWM, the counter behind getrusage's ru_maxrss, but of this process image only: ru_maxrss
+    also keeps the peak of the address space a fork copied from the parent before exec (a fresh child of a
+    benchmark holding 3 GB reports 3 GB). Elsewhere, ru_maxrss.
+    """
+    hwm = _status_hwm_bytes()
+    return max(hwm if hwm is not None else _ru_maxrss_bytes(), _statm_rss_bytes() or 0)
+
+
+def ru_maxrss_bytes() -> int:
+    """getrusage(RUSAGE_SELF).ru_maxrss in bytes, as the kernel reports it (see `peak_rss_bytes`)."""
+    return _ru_maxrss_bytes()
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux >= 4.0: /proc/self/clear_refs); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_hwm_bytes() -> Optional[int]:
+    """VmHWM from /proc/self/status: the peak RSS since exec or the last `reset_peak_rss` (Linux), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def run_child(spec: Dict[str, Any], timeout: float = 1800.0) -> Dict[str, Any]:
@@ -287,7 +335,8 @@ def machine_info(device: torch.device, threads: int) -> Dict[str, Any]:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average_end": load_average(),
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("OMP_", "MKL_", "KMP_", "GOMP_"))},
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -309,22 +358,30 @@ def machine_info(device: torch.device, threads: int) -> Dict[str, Any]:
     return info
 
 
-def command_line() -> str:
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("litvit", "__main__.py")):
-        argv[0] = "litvit"
-    return " ".join(shlex.quote(a) for a in argv)
+def command_line(argv: Optional[Sequence[str]] = None) -> str:
+    """The command as typed: `litvit ...` for the entry point, `python PATH ...` for scripts (path made relative)."""
+    args = list(sys.argv if argv is None else argv)
+    if args:
+        first = args[0]
+        if os.path.basename(first) == "litvit":
+            args[0] = "litvit"
+        elif first.endswith(".py"):
+            rel = os.path.relpath(first)
+            args[0] = "python " + (rel if not rel.startswith("..") else first)
+    return " ".join([args[0]] + [shlex.quote(a) for a in args[1:]]) if args else ""
 
 
-@contextlib.contextmanager
-def progress(enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A printer to stderr (progress lines), or a no-op."""
+def load_average() -> Optional[List[float]]:
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
-    def say(msg: str) -> None:
-        if enabled:
-            print(msg, file=sys.stderr, flush=True)
 
-    yield say
+def busy_warning(threads: int) -> Optional[str]:
+    """A warning when other processes keep the CPU busy (1-min load average + our threads > cores)."""
+    load, cores = load_average(), os.cpu_count() or 1
+    if load is None or load[0] + threads <= cores + 0.5:
+        return None
+    hint = "" if os.environ.get("OMP_WAIT_POLICY") else "; OMP_WAIT_POLICY=PASSIVE avoids spin-wait collapse"
+    return f"machine busy (1-min load {load[0]:.2f} on {cores} cores, {threads} threads here): timings are noisy{hint}"
 
 
 def parse_sizes(values: Sequence[Any]) -> List[Tuple[int, int]]:

@@ -5,7 +5,7 @@ more task), so that drift in the machine's speed hits all models alike. The defa
 paper's "throughput vs peers" comparison on the machine at hand.
 """
 
-import math
+import sys
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -15,13 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .. import flops as _flops  # noqa: F401  (registers the FlopCounterMode formula of torchvision's deform_conv2d)
 from .core import (
     BenchError,
     autocast,
+    busy_warning,
     check_dtype,
     check_mode,
     flatten,
     interleave,
+    load_average,
     machine_info,
     matmul_record,
     matmul_task,
@@ -177,10 +180,26 @@ def make_step(
     return train
 
 
+def counted_flops(counter: FlopCounterMode) -> int:
+    """FlopCounterMode's total, with convolution backward counted as twice the forward convolutions.
+
+    torch's formula for `aten.convolution_backward` ignores `groups` (torch 2.1 - 2.15 at least): a depthwise 3x3
+    conv's backward comes out ~C/2 times too large (LITv2-S: 50 GMACs instead of 0.14). Grad-input plus grad-weight
+    of a convolution cost twice its forward (less for a first layer whose input needs no gradient).
+    """
+    counts = {str(k): v for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    total = counter.get_total_flops()
+    bwd = counts.get("aten.convolution_backward", 0)
+    if bwd:
+        total += 2 * counts.get("aten.convolution", 0) - bwd
+    return int(total)
+
+
 def count_step_macs(model: nn.Module, x: torch.Tensor, mode: str) -> int:
     """MACs of one measured step per image, by FlopCounterMode: the forward (infer) or forward + backward (train).
 
-    The train count runs on two images (BatchNorm needs more than one value per channel) and is halved.
+    The train count runs on two images (BatchNorm needs more than one value per channel) and is halved; see
+    `counted_flops` for the convolution backward.
     """
     was_training = model.training
     try:
@@ -196,7 +215,7 @@ def count_step_macs(model: nn.Module, x: torch.Tensor, mode: str) -> int:
             out.float().square().mean().backward()
         for p in model.parameters():
             p.grad = None
-        return counter.get_total_flops() // 2 // xb.shape[0]
+        return counted_flops(counter) // 2 // xb.shape[0]
     finally:
         model.train(was_training)
 
@@ -279,6 +298,9 @@ def run_model_bench(cfg: ModelBenchConfig) -> Dict[str, Any]:
     device, batch = validate(cfg)
     threads = set_threads(cfg.threads)
     say = _printer(cfg.verbose)
+    load_start, busy = load_average(), busy_warning(threads)
+    if busy:
+        say(f"litvit bench: warning: {busy}")
     reference = cfg.reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in cfg.models else None)
 
     g = torch.Generator().manual_seed(0)
@@ -320,6 +342,7 @@ def run_model_bench(cfg: ModelBenchConfig) -> Dict[str, Any]:
     tasks["@matmul"] = matmul_task(device, cfg.matmul_n)
 
     say(f"timing {len(cfg.models)} models: {cfg.rounds} rounds x {cfg.repeats} repeats after {cfg.warmup} warm-up")
+    warm: Dict[str, List[float]] = {}
     raw = interleave(
         tasks,
         rounds=cfg.rounds,
@@ -327,6 +350,7 @@ def run_model_bench(cfg: ModelBenchConfig) -> Dict[str, Any]:
         warmup=cfg.warmup,
         sync=synchronizer(device),
         on_call=_progress_hook(say, cfg.repeats),
+        warmup_times=warm,
     )
     matmul = matmul_record(raw.pop("@matmul"), cfg.matmul_n, "fp32")
     peak_flops = matmul["gflops_median"] * 1e9
@@ -334,6 +358,7 @@ def run_model_bench(cfg: ModelBenchConfig) -> Dict[str, Any]:
     for name, row in rows.items():
         times = raw[name]
         flat = flatten(times)
+        row["warmup_s"] = warm.get(name, [])
         row["throughput"] = {
             "times_s": times,
             "summary_s": summarize(flat).as_dict(),
@@ -373,17 +398,19 @@ def run_model_bench(cfg: ModelBenchConfig) -> Dict[str, Any]:
             mem, ref_mem = row.get("memory", {}), ref.get("memory", {})
             if mem.get("peak_rss_mb") and ref_mem.get("peak_rss_mb"):
                 ratios["peak_rss"] = mem["peak_rss_mb"] / ref_mem["peak_rss_mb"]
-                if mem.get("over_baseline_mb") and ref_mem.get("over_baseline_mb"):
-                    ratios["over_baseline_rss"] = mem["over_baseline_mb"] / ref_mem["over_baseline_mb"]
+            if mem.get("running_peak_mb") and ref_mem.get("running_peak_mb"):
+                ratios["running_peak_rss"] = mem["running_peak_mb"] / ref_mem["running_peak_mb"]
             if mem.get("cuda_peak_mb") and ref_mem.get("cuda_peak_mb"):
                 ratios["cuda_peak"] = mem["cuda_peak_mb"] / ref_mem["cuda_peak_mb"]
             row["vs_reference"] = ratios
 
     config = asdict(cfg)
     config.update(batch_size=batch, threads=threads, device=str(device), reference=reference)
+    machine = machine_info(device, threads)
+    machine.update(load_average_start=load_start, busy_warning=busy)
     return {
         "kind": "models",
-        "machine": machine_info(device, threads),
+        "machine": machine,
         "config": config,
         "matmul": matmul,
         "memory": memory,
@@ -399,8 +426,12 @@ def _memory_row(rep: Dict[str, Any], base_rss: Optional[int], batch: int) -> Dic
     if base_rss:
         row["baseline_rss_mb"] = base_rss / mb
         row["over_baseline_mb"] = (rep["peak_rss_bytes"] - base_rss) / mb
-    # What the measured steps added on top of the built model (weights, optimizer state created lazily included).
-    row["step_rss_per_image_mb"] = max(0, rep["peak_rss_bytes"] - rep["rss_built_bytes"]) / mb / batch
+    # The peak while the measured steps ran (import transients excluded), and what the steps added to the built
+    # model per image (activations; in train mode also gradients and the optimizer state, created at step 1).
+    step_peak = rep.get("step_peak_bytes")
+    if step_peak is not None:
+        row["running_peak_mb"] = step_peak / mb
+        row["step_rss_per_image_mb"] = max(0, step_peak - rep["rss_built_bytes"]) / mb / batch
     if rep.get("cuda_peak_bytes") is not None:
         row["cuda_peak_mb"] = rep["cuda_peak_bytes"] / mb
         row["cuda_step_per_image_mb"] = max(0, rep["cuda_peak_bytes"] - rep["cuda_built_bytes"]) / mb / batch
@@ -408,7 +439,6 @@ def _memory_row(rep: Dict[str, Any], base_rss: Optional[int], batch: int) -> Dic
 
 
 def _printer(verbose: bool) -> Callable[[str], None]:
-    import sys
 
     def say(msg: str) -> None:
         if verbose:
@@ -423,11 +453,3 @@ def _progress_hook(say: Callable[[str], None], repeats: int) -> Callable[[str, i
             say(f"  round {r + 1}: {name} {dt * 1e3:.1f} ms (last of {repeats})")
 
     return hook
-
-
-def fmt_range(d: Dict[str, float], digits: int = 1) -> str:
-    return f"{d['min']:.{digits}f}-{d['max']:.{digits}f}"
-
-
-def finite(v: Optional[float]) -> bool:
-    return v is not None and math.isfinite(v)

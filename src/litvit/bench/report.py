@@ -50,8 +50,13 @@ def header(record: Dict[str, Any]) -> List[str]:
             f"Baseline peak RSS (fresh process importing torch + timm + litvit, building nothing): "
             f"{base['peak_rss_bytes'] / 1024**2:.0f} MB"
         )
-    if m.get("load_average"):
-        lines.append(f"Load average at the end: {', '.join(f'{v:.2f}' for v in m['load_average'])}")
+    loads = [m.get("load_average_start"), m.get("load_average_end")]
+    if all(loads):
+        lines.append(f"1-min load average: {loads[0][0]:.2f} at the start, {loads[1][0]:.2f} at the end")
+    if m.get("env"):
+        lines.append("Environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items()))
+    if m.get("busy_warning"):
+        lines.append(f"**Warning: {m['busy_warning']}**")
     return lines
 
 
@@ -70,13 +75,15 @@ def models_markdown(record: Dict[str, Any]) -> str:
     cols.append("% matmul peak")
     memory = c.get("memory")
     if memory:
-        cols += ["peak RSS (MB)", "over baseline (MB)", "step MB/img"]
+        cols += ["peak RSS (MB)", "over baseline (MB)", "running peak (MB)", "step MB/img"]
         if ref:
             cols.append(f"peak RSS vs {ref_label}")
         if any("cuda_peak_mb" in r.get("memory", {}) for r in record["results"]):
             cols += ["GPU peak (MB)", "GPU step MB/img"]
     if c["dtype"] != "fp32":
         cols.append(f"{c['dtype']} logit rel. diff")
+    if c.get("compile"):
+        cols.append("first call (s)")
     rows = []
     for r in record["results"]:
         name = f"**{r['label']}**" if r["ours"] else r["label"]
@@ -93,7 +100,7 @@ def models_markdown(record: Dict[str, Any]) -> str:
         if memory:
             mem = r.get("memory", {})
             row += [_f(mem.get("peak_rss_mb"), 0), _f(mem.get("over_baseline_mb"), 0)]
-            row.append(_f(mem.get("step_rss_per_image_mb"), 1))
+            row += [_f(mem.get("running_peak_mb"), 0), _f(mem.get("step_rss_per_image_mb"), 1)]
             if ref:
                 row.append(_f(vs.get("peak_rss"), 2))
             if "GPU peak (MB)" in cols:
@@ -101,14 +108,21 @@ def models_markdown(record: Dict[str, Any]) -> str:
         if c["dtype"] != "fp32":
             d = r.get("logit_rel_diff")
             row.append("-" if d is None else f"{d:.1e} {'ok' if r.get('logits_ok') else 'OVER 1e-2'}")
+        if c.get("compile"):
+            row.append(_f(r["warmup_s"][0], 1) if r.get("warmup_s") else "-")
         rows.append(row)
     lines = ["# litvit bench: models", ""] + [f"- {h}" for h in header(record)] + ["", _table(cols, rows), ""]
-    lines += [
+    note = (
         "Bold: litvit models. img/s: batch / median step time (min–max over all timed steps). Ratios vs the "
         "reference are medians of per-round ratios (min–max over rounds). % matmul peak: img/s x 2 x MACs per "
-        "image of the step / measured matmul FLOP/s. step MB/img: peak RSS above the built model, per image.",
-        "",
-    ]
+        "image of the step / measured matmul FLOP/s."
+    )
+    if memory:
+        note += (
+            " Peak RSS: the fresh process's peak (imports included); running peak: its peak while the steps ran; "
+            "step MB/img: running peak above the built model, per image."
+        )
+    lines += [note, ""]
     return "\n".join(lines)
 
 
@@ -117,7 +131,7 @@ def attention_markdown(record: Dict[str, Any]) -> str:
     cols = ["layer", "tokens", "GMACs/img", "params (M)", "img/s", "img/s min–max", "ms/batch"]
     cols += ["vs matmul HiLo", "vs HiLo", "% matmul peak"]
     if c.get("memory"):
-        cols += ["peak RSS (MB)", "over baseline (MB)", "step MB/img"]
+        cols += ["peak RSS (MB)", "over baseline (MB)", "running peak (MB)", "step MB/img"]
         if any("cuda_peak_mb" in r.get("memory", {}) for r in record["results"]):
             cols += ["GPU peak (MB)", "GPU step MB/img"]
     rows = []
@@ -132,7 +146,7 @@ def attention_markdown(record: Dict[str, Any]) -> str:
         if c.get("memory"):
             mem = r.get("memory", {})
             row += [_f(mem.get("peak_rss_mb"), 0), _f(mem.get("over_baseline_mb"), 0)]
-            row.append(_f(mem.get("step_rss_per_image_mb"), 1))
+            row += [_f(mem.get("running_peak_mb"), 0), _f(mem.get("step_rss_per_image_mb"), 1)]
             if "GPU peak (MB)" in cols:
                 row += [_f(mem.get("cuda_peak_mb"), 0), _f(mem.get("cuda_step_per_image_mb"), 1)]
         rows.append(row)
@@ -158,8 +172,11 @@ def plot_models(record: Dict[str, Any], path: Path) -> None:
 
     c, m = record["config"], record["machine"]
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
+    results = record["results"]
+    xmax = 1.15 * max(r["gmacs"] for r in results)
+    ymax = 1.15 * max(r["throughput"]["img_s"]["max"] for r in results)
     for ours, color, marker, tag in ((True, "tab:red", "o", "litvit"), (False, "tab:blue", "s", "peers")):
-        pts = [r for r in record["results"] if r["ours"] == ours]
+        pts = [r for r in results if r["ours"] == ours]
         if not pts:
             continue
         xs = [r["gmacs"] for r in pts]
@@ -167,8 +184,25 @@ def plot_models(record: Dict[str, Any], path: Path) -> None:
         lo = [y - r["throughput"]["img_s"]["min"] for y, r in zip(ys, pts)]
         hi = [r["throughput"]["img_s"]["max"] - y for y, r in zip(ys, pts)]
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt=marker, color=color, label=tag, capsize=3, markersize=7)
-        for x, y, r in zip(xs, ys, pts):
-            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlim(0, xmax)
+    ax.set_ylim(0, ymax)
+    # Labels in axes-fraction coordinates, pushed down until they clear the labels already placed.
+    placed: List[tuple] = []
+    for r in sorted(results, key=lambda r: -r["throughput"]["img_s"]["median"]):
+        x, y = r["gmacs"], r["throughput"]["img_s"]["median"]
+        fx, fy = x / xmax + 0.012, y / ymax + 0.012
+        while any(abs(fx - px) < 0.16 and abs(fy - py) < 0.035 for px, py in placed):
+            fy -= 0.035
+        placed.append((fx, fy))
+        moved = abs(fy - (y / ymax + 0.012)) > 1e-9
+        ax.annotate(
+            r["label"],
+            (x, y),
+            xytext=(fx, fy),
+            textcoords="axes fraction",
+            fontsize=8,
+            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5} if moved else None,
+        )
     ax.set_xlabel("GMACs per image")
     ax.set_ylabel("throughput (img/s, median; bars min–max)")
     dev = m.get("gpu") or f"{m['cpu']}, {m['threads']} threads"
@@ -234,6 +268,10 @@ def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> D
     paths["table"].write_text(attention_markdown(record) if attention else models_markdown(record))
     paths["json"].write_text(json.dumps(record, indent=1, default=str) + "\n")
     if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise BenchError("the plot needs matplotlib: pip install 'litvit[bench]' (or matplotlib)") from None
         (plot_attention if attention else plot_models)(record, paths["plot"])
     else:
         del paths["plot"]

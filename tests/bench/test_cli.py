@@ -1,0 +1,165 @@
+"""`litvit bench` end to end on tiny models / layers, and its one-line errors."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from litvit.bench.cli import main
+from litvit.flops import count_macs
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--quiet"]
+
+
+def _outputs(out: Path):
+    table = (out / "table.md").read_text()
+    record = json.loads((out / "results.json").read_text())
+    assert (out / "plot.png").read_bytes()[:8] == PNG
+    return table, record
+
+
+def test_quick_models_run_writes_table_json_plot(tmp_path, capsys):
+    out = tmp_path / "models"
+    assert main(["--quick", "litv2_nano", "resnet18", *TINY, "--reference", "resnet18", "--out", str(out)]) == 0
+    table, record = _outputs(out)
+    assert "wrote" in capsys.readouterr().out
+
+    assert record["kind"] == "models"
+    m = record["machine"]
+    for k in ("cpu", "cores", "torch", "timm", "threads", "date", "command", "load_average_start"):
+        assert k in m
+    assert m["threads"] == 1 and "--quick" in m["command"]
+    cfg = record["config"]
+    assert (cfg["batch_size"], cfg["img_size"], cfg["rounds"], cfg["repeats"], cfg["reference"]) == (
+        2,
+        32,
+        1,
+        1,
+        "resnet18",
+    )
+    assert record["matmul"]["n"] == 2048 and record["matmul"]["gflops_median"] > 0
+    assert record["memory"]["baseline"]["peak_rss_bytes"] > 0
+
+    nano, resnet = record["results"]
+    assert (nano["model"], nano["ours"], resnet["ours"]) == ("litv2_nano", True, False)
+    for r in (nano, resnet):
+        assert r["params_m"] > 0 and r["gmacs"] > 0
+        ips = r["throughput"]["img_s"]
+        assert ips["min"] <= ips["median"] <= ips["max"]
+        assert len(r["throughput"]["times_s"]) == 1 and len(r["throughput"]["times_s"][0]) == 1
+        assert r["latency"]["ms"]["median"] > 0
+        assert 0 < r["peak_fraction"] < 10
+        mem = r["memory"]
+        assert "error" not in mem, mem
+        assert mem["peak_rss_mb"] >= mem["baseline_rss_mb"] > 0
+        assert mem["step_rss_per_image_mb"] >= 0
+    assert resnet["vs_reference"]["throughput"]["median"] == pytest.approx(1.0)
+    assert nano["vs_reference"]["throughput"]["median"] > 0 and "latency" in nano["vs_reference"]
+    assert resnet["params_m"] == pytest.approx(11.69, abs=0.01)
+    # the deform_conv2d formula of litvit.flops is in the count (it is registered when litvit.flops is imported)
+    assert nano["macs"] == count_macs(timm.create_model("litv2_nano"), 32)
+
+    assert "| **LITv2-nano** |" in table and "| ResNet-18 |" in table
+    for col in ("img/s", "latency b1 (ms)", "% matmul peak", "peak RSS (MB)", "img/s vs ResNet-18"):
+        assert col in table
+
+
+def test_bf16_train_run_reports_logit_check_and_step_macs(tmp_path):
+    out = tmp_path / "bf16"
+    args = ["litv2_nano", *TINY, "--dtype", "bf16", "--mode", "train", "--no-latency", "--no-memory"]
+    assert main([*args, "--warmup", "1", "--rounds", "2", "--repeats", "1", "--out", str(out)]) == 0
+    table, record = _outputs(out)
+    (nano,) = record["results"]
+    assert nano["logit_rel_diff"] is not None and nano["logit_rel_diff"] < 0.1
+    assert nano["macs_step_per_image"] == pytest.approx(3 * nano["macs"], rel=0.05)  # forward + backward
+    assert len(nano["throughput"]["times_s"]) == 2
+    assert "latency" not in nano and "memory" not in nano
+    assert "bf16 logit rel. diff" in table and "latency b1" not in table
+
+
+def test_quick_attention_run(tmp_path):
+    out = tmp_path / "attn"
+    args = ["--attention", "--quick", "--sizes", "7", "6x9", "--no-memory", "--threads", "1", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    table, record = _outputs(out)
+    assert record["kind"] == "attention"
+    assert record["config"]["sizes"] == [[7, 7], [6, 9]]
+    rows = {(r["layer"], tuple(r["size"])): r for r in record["results"]}
+    assert set(rows) == {(n, s) for n in record["config"]["layers"] for s in ((7, 7), (6, 9))}
+    hilo = rows[("hilo", (7, 7))]
+    assert hilo["macs_per_image"] > 0 and "official_flops" in hilo
+    assert "vs_hilo_matmul" in hilo and "vs_hilo" in rows[("mhsa", (7, 7))]
+    assert rows[("pvt_sra", (7, 7))]["sr_ratio"] == 1
+    assert "| **HiLo (litvit)** | 7x7 |" in table and "vs matmul HiLo" in table
+
+
+def test_memory_child_report_in_process():
+    """The fresh-process measurement, run in this process (the models run above spawns real children)."""
+    from litvit.bench._child import main as child_main
+    from litvit.bench._child import measure
+
+    spec = {"kind": "layer", "name": "hilo", "size": [7, 7], "dim": 48, "heads": 6, "window": 2, "alpha": 0.9}
+    spec.update(batch_size=2, dtype="fp32", mode="train", device="cpu", threads=None, compile=False, iters=1)
+    rep = measure(spec)
+    assert rep["peak_rss_bytes"] >= rep["peak_built_bytes"] >= rep["rss_built_bytes"] > 0
+    if rep["peak_reset"]:
+        assert rep["step_peak_bytes"] >= rep["rss_built_bytes"] * 0.9
+    base = measure({"kind": "baseline", "device": "cpu"})
+    assert base["peak_rss_bytes"] > 0 and "rss_built_bytes" not in base
+    assert child_main(["not", "one"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["resnet5000"], "unknown model 'resnet5000'"),
+        (["litv2_nano", "litv2_nano"], "listed twice"),
+        (["litv2_nano", "--dtype", "fp8"], "unknown dtype 'fp8': use fp32, bf16 or fp16"),
+        (["litv2_nano", "--dtype", "fp16", "--device", "cpu"], "fp16 autocast is a GPU mode"),
+        (["litv2_nano", "--mode", "eval"], "unknown mode 'eval'"),
+        (["litv2_nano", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["litv2_nano", "--rounds", "0"], "--rounds must be >= 1"),
+        (["litv2_nano", "--reference", "resnet18"], "--reference 'resnet18' is not among"),
+        (["litv2_nano", "--sizes", "14"], "--sizes applies to the attention benchmark"),
+        (["--attention", "litv2_nano"], "--attention takes no model names"),
+        (["--attention", "--sizes", "0"], "bad size '0'"),
+        (["--attention", "--layers", "flash"], "unknown attention layer 'flash'"),
+        (["--attention", "--dim", "100", "--heads", "12"], "must be a positive multiple of --heads"),
+        (["--device", "tpu", "litv2_nano"], "unknown device 'tpu'"),
+        (["litv2_nano", "--img-size", "8"], "litv2_nano does not run at 8x8"),
+    ],
+)
+def test_bad_arguments_give_one_line_error(argv, message, capsys, tmp_path):
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("litvit bench: ") and message in err[0], err[0]
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
+def test_cuda_requested_without_gpu(capsys):
+    assert main(["litv2_nano", "--device", "cuda", "--quiet"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_registered_with_litvit_cli():
+    from litvit.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--attention", "--sizes", "14", "--quick"])
+    assert args.attention and args.sizes == ["14"] and args.func.__module__ == "litvit.bench.cli"
+
+
+@pytest.mark.parametrize("script", ["models.py", "attention.py", "targets.py"])
+def test_benchmark_scripts_show_help(script, monkeypatch, capsys):
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / script
+    monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(path), run_name="__main__")
+    assert exc.value.code == 0
+    assert "usage" in capsys.readouterr().out

@@ -1,0 +1,143 @@
+"""The measurement core: statistics, interleaving order, timing on a fake clock, small helpers."""
+
+import pytest
+
+from litvit.bench.core import (
+    BenchError,
+    command_line,
+    interleave,
+    matmul_record,
+    parse_sizes,
+    rate_summary,
+    round_order,
+    summarize,
+)
+
+
+class FakeClock:
+    """A clock that only moves when a task says how long it took."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_summarize_median_min_max_mean():
+    s = summarize([3.0, 1.0, 2.0, 10.0])
+    assert (s.n, s.median, s.min, s.max, s.mean) == (4, 2.5, 1.0, 10.0, 4.0)
+    assert summarize([5.0, 1.0, 3.0]).median == 3.0
+    assert summarize([7.0]).as_dict() == {"n": 1, "median": 7.0, "min": 7.0, "max": 7.0, "mean": 7.0}
+
+
+def test_summarize_empty_is_an_error():
+    with pytest.raises(BenchError, match="no timings"):
+        summarize([])
+
+
+def test_rate_summary_orders_min_median_max():
+    r = rate_summary([0.5, 0.25, 1.0], items=16)
+    assert r == {"median": 32.0, "min": 16.0, "max": 64.0}
+
+
+def test_round_order_rotates_start():
+    names = ["a", "b", "c"]
+    assert [round_order(names, r) for r in range(4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
+    assert round_order([], 3) == []
+
+
+def test_interleave_order_warmup_and_timings_on_fake_clock():
+    clock = FakeClock()
+    calls = []
+    durations = {"a": iter([9.0, 1.0, 2.0, 3.0, 4.0]), "b": iter([9.0, 10.0, 20.0, 30.0, 40.0])}
+
+    def task(name):
+        def run():
+            calls.append(name)
+            clock.advance(next(durations[name]))
+
+        return run
+
+    seen, warm = [], {}
+    out = interleave(
+        {"a": task("a"), "b": task("b")},
+        rounds=2,
+        repeats=2,
+        warmup=1,
+        clock=clock,
+        on_call=lambda n, r, i, dt: seen.append((n, r, i, dt)),
+        warmup_times=warm,
+    )
+    assert warm == {"a": [9.0], "b": [9.0]}
+    # warm-up once each, then round 0: a a b b, round 1 (rotated): b b a a
+    assert calls == ["a", "b", "a", "a", "b", "b", "b", "b", "a", "a"]
+    assert out == {"a": [[1.0, 2.0], [3.0, 4.0]], "b": [[10.0, 20.0], [30.0, 40.0]]}
+    assert seen[0] == ("a", 0, 0, 1.0) and seen[-1] == ("a", 1, 1, 4.0)
+    assert summarize([t for r in out["b"] for t in r]).median == 25.0
+
+
+def test_interleave_calls_sync_around_each_timed_call():
+    events = []
+    interleave(
+        {"x": lambda: events.append("call")},
+        rounds=1,
+        repeats=2,
+        warmup=0,
+        clock=lambda: 0.0,
+        sync=lambda: events.append("sync"),
+    )
+    assert events == ["sync", "call", "sync", "sync", "call", "sync"]
+    events.clear()
+    interleave({"x": lambda: events.append("call")}, rounds=1, repeats=1, warmup=1, sync=lambda: events.append("s"))
+    assert events == ["s", "call", "s", "s", "call", "s"]
+
+
+@pytest.mark.parametrize("rounds,repeats,warmup", [(0, 1, 0), (1, 0, 0), (1, 1, -1)])
+def test_interleave_rejects_bad_counts(rounds, repeats, warmup):
+    with pytest.raises(BenchError):
+        interleave({"x": lambda: None}, rounds=rounds, repeats=repeats, warmup=warmup)
+
+
+def test_matmul_record_gflops():
+    rec = matmul_record([[2.0, 1.0], [4.0]], n=1000, dtype="fp32")
+    assert rec["flops_per_call"] == 2e9
+    assert rec["gflops_median"] == pytest.approx(1.0)  # median time 2 s
+    assert rec["gflops_best"] == pytest.approx(2.0)
+
+
+def test_parse_sizes():
+    assert parse_sizes(["14", "28x20", 7]) == [(14, 14), (28, 20), (7, 7)]
+    for bad in ("0", "abc", "2x3x4", "-5"):
+        with pytest.raises(BenchError, match="bad size"):
+            parse_sizes([bad])
+
+
+def test_command_line():
+    assert command_line(["/usr/bin/litvit", "bench", "--out", "a b"]) == "litvit bench --out 'a b'"
+    assert command_line(["benchmarks/models.py", "x"]).startswith("python ")
+
+
+def test_train_macs_count_grouped_conv_backward_as_twice_the_forward():
+    """torch's FlopCounterMode ignores groups in convolution_backward; the benchmark corrects it."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from litvit.bench.models import counted_flops
+
+    for groups in (1, 64):
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=groups)
+        x = torch.randn(2, 64, 14, 14, requires_grad=True)
+        with FlopCounterMode(display=False) as fwd:
+            conv(x)
+        with FlopCounterMode(display=False) as step:
+            conv(x).sum().backward()
+        assert counted_flops(step) == 3 * fwd.get_total_flops()
