@@ -3,6 +3,7 @@
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import nn
 from torchvision.ops import DeformConv2d, deform_conv2d
@@ -10,13 +11,54 @@ from torchvision.ops import DeformConv2d, deform_conv2d
 from ._checks import check_map, check_positive_int
 
 
+def deform_conv2x2_s2_nhwc(
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """2x2 stride-2 unpadded deformable conv (v1) on a channels-last map: 4 bilinear samples per output, 1 GEMM.
+
+    x: (B, H, W, C_in); offset: (B, 8, H // 2, W // 2) with channel 2t = row (y) and 2t + 1 = column (x) offset of
+    tap t = 2i + j; weight: (C_out, C_in, 2, 2). Returns (B, H // 2, W // 2, C_out).
+
+    Equals `torchvision.ops.deform_conv2d` (the reference in the tests): a tap at (2ho + i + dy, 2wo + j + dx) is
+    sampled bilinearly with zeros outside the map. The samples come from `F.grid_sample` (align_corners=True maps
+    pixel centres to -1 / +1): full-precision inputs are sampled in fp64 (exact coordinates), low-precision ones (bf16,
+    fp16, or an fp16/bf16 `offset` from autocast) in fp32; the taps then go through one (4 * C_in -> C_out) GEMM in the
+    input's dtype. Unlike the im2col kernel this reads and writes channels-last memory, runs in bf16 and its backward
+    keeps only the input and the sampling grid. Its bilinear weights are rounded differently from torchvision's (which
+    reproduces the official CUDA kernel's fp32 rounding bit for bit), a ~1e-7 relative difference.
+    """
+    B, H, W, C = x.shape
+    Ho, Wo = H // 2, W // 2
+    full = x.dtype in (torch.float32, torch.float64) and offset.dtype == x.dtype
+    exact = torch.float64 if full else torch.float32
+    off = offset.to(exact).permute(0, 2, 3, 1).reshape(B, Ho, Wo, 4, 2)  # (B, 8, Ho, Wo) -> (B, Ho, Wo, tap, [dy, dx])
+    rows = torch.arange(Ho, device=x.device, dtype=exact) * 2
+    cols = torch.arange(Wo, device=x.device, dtype=exact) * 2
+    tap_i = torch.tensor([0.0, 0.0, 1.0, 1.0], device=x.device, dtype=exact)
+    tap_j = torch.tensor([0.0, 1.0, 0.0, 1.0], device=x.device, dtype=exact)
+    py = rows[:, None, None] + tap_i + off[..., 0]  # (B, Ho, Wo, 4) sample rows
+    px = cols[None, :, None] + tap_j + off[..., 1]  # (B, Ho, Wo, 4) sample columns
+    grid = torch.stack([px * (2.0 / (W - 1)) - 1.0, py * (2.0 / (H - 1)) - 1.0], dim=-1).reshape(B, Ho, Wo * 4, 2)
+    taps = F.grid_sample(
+        x.permute(0, 3, 1, 2).to(exact), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+    # (B, C, Ho, Wo * 4) -> (B, Ho, Wo, C, tap) -> (B, Ho, Wo, 4 * C): columns ordered (c, i, j) as in the weight
+    # and in torchvision's im2col, so the GEMM sums in the reference's order.
+    taps = taps.reshape(B, C, Ho, Wo, 4).permute(0, 2, 3, 1, 4).to(x.dtype).reshape(B, Ho, Wo, 4 * C)
+    w = weight.reshape(weight.shape[0], 4 * C)  # (C_out, C, i, j) -> (C_out, (c, i, j))
+    return F.linear(taps, w.to(taps.dtype), bias.to(taps.dtype))
+
+
 class OffsetDeformConv2d(DeformConv2d):
     """A deformable conv (v1, no modulation mask) that predicts its own offsets with a plain conv `conv_offset`.
 
-    The arithmetic is `torchvision.ops.deform_conv2d`, which has CPU and CUDA kernels for forward and backward, in
-    place of the official CUDA-only extension. Offset channel 2t is the row (y) offset of tap t, 2t + 1 its column
-    (x) offset, the layout both use. `conv_offset` starts at zero, so a fresh DTM is exactly a strided conv and the
-    offsets are learned from there.
+    `forward` (NCHW) is `torchvision.ops.deform_conv2d`, which has CPU and CUDA kernels for forward and backward, in
+    place of the official CUDA-only extension. `forward_nhwc` serves DTM's channels-last maps. In fp32 it also uses
+    torchvision, whose arithmetic matches the official kernel to the last bit; in bf16 / fp16 (or under autocast), for
+    which torchvision has no CPU kernel, the 2x2 / stride-2 case goes through `deform_conv2x2_s2_nhwc`, 4-9x faster.
+    `sampled_fp32 = True` takes that path in fp32 too (faster, ~1e-7 relative from the official rounding). Offset
+    channel 2t is the row (y) offset of tap t, 2t + 1 its column (x) offset, the layout both use. `conv_offset` starts
+    at zero, so a fresh DTM is exactly a strided conv and the offsets are learned from there.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 2, stride: int = 2, padding: int = 0):
@@ -25,9 +67,22 @@ class OffsetDeformConv2d(DeformConv2d):
         self.conv_offset = nn.Conv2d(in_channels, 2 * k[0] * k[1], kernel_size, stride=stride, padding=padding)
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
+        self.two_by_two = self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
+        self.sampled_fp32 = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        offset = self.conv_offset(x)
+        """(B, C_in, H, W) -> (B, C_out, H', W') through torchvision's kernel."""
+        return self._torchvision(x, self.conv_offset(x))
+
+    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C_in) -> (B, H', W', C_out)."""
+        offset = self.conv_offset(x.permute(0, 3, 1, 2))  # the channels-last view feeds the conv directly
+        low_precision = x.dtype not in (torch.float32, torch.float64) or offset.dtype != x.dtype  # or autocast
+        if self.two_by_two and (low_precision or self.sampled_fp32):
+            return deform_conv2x2_s2_nhwc(x, offset, self.weight, self.bias)
+        return self._torchvision(x.permute(0, 3, 1, 2), offset).permute(0, 2, 3, 1)
+
+    def _torchvision(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         if x.device.type != "cuda" and (dtype not in (torch.float32, torch.float64) or offset.dtype != dtype):
             # torchvision's CPU kernel has no bf16 / fp16 (and autocast may hand it mixed dtypes): run the deformable
@@ -72,9 +127,8 @@ class DeformableTokenMerging(nn.Module):
                 f"DeformableTokenMerging needs a map of at least 2x2 to merge, got {x.shape[1]}x{x.shape[2]}; "
                 "use a larger input image"
             )
-        x = self.dconv(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W) view; -> (B, C_out, H', W')
-        # One copy to a physically channels-last map: BatchNorm and GELU then run on it in place of layout, and the
-        # next stage's residual stream is contiguous (B, H', W', C) (else every LayerNorm would copy it again).
-        x = x.permute(0, 2, 3, 1).contiguous()  # (B, C, H', W') -> (B, H', W', C)
-        x = self.norm_layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # BN on the channels_last view
+        # (B, H, W, C) -> (B, H', W', C_out), contiguous: BatchNorm and GELU run on it as a channels_last NCHW view,
+        # and the next stage's residual stream is contiguous (else every LayerNorm would copy it).
+        x = self.dconv.forward_nhwc(x).contiguous()
+        x = self.norm_layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.act_layer(x)
