@@ -12,7 +12,7 @@ from ._checks import check_map, check_positive_int
 
 
 def deform_conv2x2_s2_nhwc(
-    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, precise: bool = True
 ) -> torch.Tensor:
     """2x2 stride-2 unpadded deformable conv (v1) on a channels-last map: 4 bilinear samples per output, 1 GEMM.
 
@@ -21,16 +21,17 @@ def deform_conv2x2_s2_nhwc(
 
     Equals `torchvision.ops.deform_conv2d` (the reference in the tests): a tap at (2ho + i + dy, 2wo + j + dx) is
     sampled bilinearly with zeros outside the map. The samples come from `F.grid_sample` (align_corners=True maps
-    pixel centres to -1 / +1): full-precision inputs are sampled in fp64 (exact coordinates), low-precision ones (bf16,
-    fp16, or an fp16/bf16 `offset` from autocast) in fp32; the taps then go through one (4 * C_in -> C_out) GEMM in the
-    input's dtype. Unlike the im2col kernel this reads and writes channels-last memory, runs in bf16 and its backward
-    keeps only the input and the sampling grid. Its bilinear weights are rounded differently from torchvision's (which
-    reproduces the official CUDA kernel's fp32 rounding bit for bit), a ~1e-7 relative difference.
+    pixel centres to -1 / +1): with `precise`, full-precision inputs are sampled in fp64 (exact coordinates);
+    otherwise, and for low-precision inputs (bf16, fp16, or an fp16 / bf16 `offset` from autocast), in fp32 (~1e-6
+    pixel). The taps then go through one (4 * C_in -> C_out) GEMM in the input's dtype. Unlike the im2col kernel this
+    reads and writes channels-last memory, runs in bf16, and its backward keeps only the input and the sampling grid.
+    Its bilinear weights are rounded differently from torchvision's (which reproduces the official CUDA kernel's fp32
+    rounding bit for bit): a ~1e-7 relative difference.
     """
     B, H, W, C = x.shape
     Ho, Wo = H // 2, W // 2
     full = x.dtype in (torch.float32, torch.float64) and offset.dtype == x.dtype
-    exact = torch.float64 if full else torch.float32
+    exact = torch.float64 if full and precise else torch.float32
     off = offset.to(exact).permute(0, 2, 3, 1).reshape(B, Ho, Wo, 4, 2)  # (B, 8, Ho, Wo) -> (B, Ho, Wo, tap, [dy, dx])
     rows = torch.arange(Ho, device=x.device, dtype=exact) * 2
     cols = torch.arange(Wo, device=x.device, dtype=exact) * 2
@@ -54,9 +55,10 @@ class OffsetDeformConv2d(DeformConv2d):
 
     `forward` (NCHW) is `torchvision.ops.deform_conv2d`, which has CPU and CUDA kernels for forward and backward, in
     place of the official CUDA-only extension. `forward_nhwc` serves DTM's channels-last maps. In fp32 it also uses
-    torchvision, whose arithmetic matches the official kernel to the last bit; in bf16 / fp16 (or under autocast), for
-    which torchvision has no CPU kernel, the 2x2 / stride-2 case goes through `deform_conv2x2_s2_nhwc`, 4-9x faster.
-    `sampled_fp32 = True` takes that path in fp32 too (faster, ~1e-7 relative from the official rounding). Offset
+    torchvision, whose arithmetic matches the official kernel to the last bit; in training (grad enabled), in bf16 /
+    fp16 and under autocast (for which torchvision has no CPU kernel), the 2x2 / stride-2 case goes through
+    `deform_conv2x2_s2_nhwc`: 4-9x faster, a far cheaper backward, and the same function up to rounding.
+    `sampled_fp32 = True` takes that path in fp32 evaluation too (~1e-7 relative from the official rounding). Offset
     channel 2t is the row (y) offset of tap t, 2t + 1 its column (x) offset, the layout both use. `conv_offset` starts
     at zero, so a fresh DTM is exactly a strided conv and the offsets are learned from there.
     """
@@ -78,8 +80,9 @@ class OffsetDeformConv2d(DeformConv2d):
         """(B, H, W, C_in) -> (B, H', W', C_out)."""
         offset = self.conv_offset(x.permute(0, 3, 1, 2))  # the channels-last view feeds the conv directly
         low_precision = x.dtype not in (torch.float32, torch.float64) or offset.dtype != x.dtype  # or autocast
-        if self.two_by_two and (low_precision or self.sampled_fp32):
-            return deform_conv2x2_s2_nhwc(x, offset, self.weight, self.bias)
+        training = self.training and torch.is_grad_enabled()
+        if self.two_by_two and (low_precision or training or self.sampled_fp32):
+            return deform_conv2x2_s2_nhwc(x, offset, self.weight, self.bias, precise=not training)
         return self._torchvision(x.permute(0, 3, 1, 2), offset).permute(0, 2, 3, 1)
 
     def _torchvision(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
