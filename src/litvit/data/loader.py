@@ -1,0 +1,134 @@
+"""Sharding, seeding and batching shared by training and evaluation.
+
+Augmentation randomness is a function of (seed, epoch, position in the epoch's global sample order), not of a
+random stream: a sample is augmented the same way whatever the number of processes or loader workers, and a run
+resumed in the middle of an epoch sees exactly the batches the interrupted run would have seen. Each sample's
+transforms run with the process's random generators (Python, NumPy, torch CPU) seeded for that sample and restored
+afterwards, so the training loop's own random stream (mixup, drop path) is untouched.
+"""
+
+import random
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .folder import BadImage
+
+Item = Tuple[int, int]  # (dataset index, augmentation seed)
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """A 63-bit seed for one sample's augmentation, mixed from the run seed, the epoch and the global position."""
+    words = np.random.SeedSequence((seed & 0xFFFFFFFF, epoch, position)).generate_state(2)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+@contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Seed Python's, NumPy's and torch's CPU generator for a block, then put their previous states back."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    torch_state = torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.random.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(torch_state)
+
+
+class ShardSampler(Sampler):
+    """Evaluation sharding: rank r takes indices r, r + world, ... (no padding, so every sample counts once)."""
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0):
+        self.size, self.num_replicas, self.rank = size, num_replicas, rank
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.num_replicas))
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+class EpochSampler(Sampler):
+    """Wraps a per-rank sampler (torch DistributedSampler, timm RepeatAugSampler or ShardSampler, which all hand
+    rank r the global positions r, r + world, ...) and yields (index, augmentation seed) pairs; `set_epoch(e, skip)`
+    also drops the first `skip` samples of this rank's stream (a resumed epoch)."""
+
+    def __init__(self, base: Sampler, seed: int, num_replicas: int = 1, rank: int = 0, augment: bool = True):
+        self.base, self.seed, self.num_replicas, self.rank, self.augment = base, seed, num_replicas, rank, augment
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Item]:
+        for k, index in enumerate(self.base):
+            if k < self.skip:
+                continue
+            position = k * self.num_replicas + self.rank
+            yield int(index), sample_seed(self.seed, self.epoch, position) if self.augment else 0
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+class SeededDataset(Dataset):
+    """Indexed by (index, seed) pairs: loads and transforms sample `index` with the generators seeded by `seed`.
+
+    Returns (image, target, bad) where `bad` lists (path, reason) of unreadable files met. When `substitute` is on
+    (training), an unreadable image is replaced by the next readable one so batches keep their size (and DDP ranks
+    stay in step); otherwise (evaluation) the image comes back as None and the collate drops it.
+    """
+
+    def __init__(self, dataset: Dataset, substitute: bool = False, max_substitutes: int = 16):
+        self.dataset = dataset
+        self.substitute = substitute
+        self.max_substitutes = max_substitutes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Item) -> Tuple[Any, int, List[Tuple[str, str]]]:
+        index, seed = item
+        bad: List[Tuple[str, str]] = []
+        n = len(self.dataset)
+        for attempt in range(self.max_substitutes + 1 if self.substitute else 1):
+            with seeded_rng(seed + attempt):
+                img, target = self.dataset[(index + attempt) % n]
+            if not isinstance(img, BadImage):
+                return img, target, bad
+            bad.append((img.path, img.reason))
+        if self.substitute:
+            from .errors import DataError
+
+            raise DataError(
+                f"{len(bad)} unreadable images in a row from {bad[0][0]!r}: the data set looks broken; check it "
+                "(or pass --bad-images error to stop at the first one)"
+            )
+        return None, target, bad
+
+
+def collate(
+    batch: Sequence[Tuple[Any, int, List[Tuple[str, str]]]],
+) -> Tuple[Optional[torch.Tensor], torch.Tensor, list]:
+    """Stack the readable samples; returns (images or None if none was readable, targets, bad files)."""
+    bad = [b for _, _, items in batch for b in items]
+    kept = [(img, target) for img, target, _ in batch if img is not None]
+    if not kept:
+        return None, torch.zeros(0, dtype=torch.long), bad
+    images = torch.stack([img for img, _ in kept])
+    targets = torch.tensor([target for _, target in kept], dtype=torch.long)
+    return images, targets, bad
