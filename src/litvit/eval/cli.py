@@ -77,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> Dict[str, Any]:
 
     from ..data.errors import DataError
     from ..data.transforms import data_config, eval_transform
-    from ..train.amp import amp_dtype, enable_cpu_autocast_fp32_dcn
+    from ..train.amp import amp_dtype
     from ..train.distributed import init_distributed
     from .evaluate import eval_loader, evaluate, load_eval_model, val_dataset
 
@@ -109,8 +109,6 @@ def run_eval(args: argparse.Namespace) -> Dict[str, Any]:
         )
     device = dist_info.device
     dtype = None if args.amp == "off" else amp_dtype(args.amp, device)
-    if dtype is not None and device.type == "cpu":
-        enable_cpu_autocast_fp32_dcn()
     channels_last = args.channels_last if args.channels_last is not None else device.type == "cuda"
     model.to(device)
     if channels_last:

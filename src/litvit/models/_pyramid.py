@@ -70,6 +70,14 @@ def device_dtype(module: nn.Module) -> dict:
     return {} if param is None else dict(device=param.device, dtype=param.dtype)
 
 
+def new_head(model: nn.Module, num_features: int, num_classes: int) -> nn.Module:
+    """A freshly initialised classifier (Identity for 0 classes) on the model's device / dtype and train mode."""
+    head = nn.Linear(num_features, num_classes, **device_dtype(model)) if num_classes > 0 else nn.Identity()
+    if num_classes > 0:
+        init_linear_and_norm(head)
+    return head.train(model.training)
+
+
 class Stage(nn.Module):
     """`layers.i`: blocks, then (except in the last stage) a deformable token merge."""
 
@@ -217,12 +225,8 @@ class PyramidClassifier(PyramidTrunk):
             if global_pool not in ("avg", ""):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
-        dd = device_dtype(self)
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            init_linear_and_norm(self.head)
-        self.head.train(self.training)
+        self.head = new_head(self, self.num_features, num_classes)
 
     def forward_intermediates(
         self,

@@ -26,7 +26,7 @@ from ..layers.dtm import DeformableTokenMerging
 from ..layers.ffn import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ._helpers import LIT_PAPER, LIT_RELEASES, cfg, prefer_own_loader
-from ._pyramid import device_dtype, factory_kwargs, init_linear_and_norm, min_input_size, to_2tuple_size
+from ._pyramid import factory_kwargs, init_linear_and_norm, min_input_size, new_head, to_2tuple_size
 from .lit import stage_grid_sizes
 
 __all__ = ["LITTi", "LITTiBackbone"]
@@ -196,12 +196,8 @@ class LITTi(_LITTiTrunk):
             if global_pool not in ("token", "avg", ""):
                 raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
-        dd = device_dtype(self)
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            init_linear_and_norm(self.head)
-        self.head.train(self.training)
+        self.head = new_head(self, self.num_features, num_classes)
 
     def _last_stage(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 4 with the class token: (B, H, W, C) map of stage 3 -> (B, 1 + N, C) tokens."""

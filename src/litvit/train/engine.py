@@ -47,7 +47,7 @@ from ..data import (
 from ..data.transforms import data_config, eval_transform, train_transform
 from ..eval.evaluate import eval_loader, evaluate
 from . import distributed as D
-from .amp import amp_dtype, enable_cpu_autocast_fp32_dcn
+from .amp import amp_dtype
 from .checkpoint import FORMAT, VERSION, CheckpointSaveError, atomic_save, rng_state, set_rng_state
 from .config import ConfigError, TrainConfig, resolve_lrs
 from .optim import official_param_groups
@@ -189,8 +189,6 @@ class Trainer:
         if cfg.sync_bn and self.device.type != "cuda" and dist_info.distributed:
             raise ConfigError("--sync-bn needs GPUs (SyncBatchNorm has no CPU version): drop it for CPU runs")
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
-        if self.amp_dtype is not None and self.device.type == "cpu":
-            enable_cpu_autocast_fp32_dcn()
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
         self._resolve_output()
 
