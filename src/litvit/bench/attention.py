@@ -34,19 +34,16 @@ from .core import (
     check_dtype,
     check_mode,
     flatten,
-    interleave,
     load_average,
     machine_info,
-    matmul_record,
-    matmul_task,
     rate_summary,
     resolve_device,
     run_children,
     set_threads,
     summarize,
-    synchronizer,
+    time_with_matmul_peak,
 )
-from .models import _printer, _progress_hook, counted_flops, make_step
+from .models import _printer, counted_flops, make_step
 
 LAYERS = ("hilo", "hilo_matmul", "mhsa", "pvt_sra", "swin_window")
 LAYER_LABELS = {
@@ -369,20 +366,8 @@ def run_attention_bench(cfg: AttentionBenchConfig) -> Dict[str, Any]:
             runner: nn.Module = torch.compile(layer, dynamic=False) if cfg.compile else layer  # type: ignore
             tasks[k] = make_step(runner, x, cfg.mode, cfg.dtype, train_layout=False, loss_fn=layer_loss)
             rows[k] = row
-    tasks["@matmul"] = matmul_task(device, cfg.matmul_n)
-
     say(f"timing {len(rows)} layer x size tasks: {cfg.rounds} rounds x {cfg.repeats} repeats")
-    warm: Dict[str, List[float]] = {}
-    raw = interleave(
-        tasks,
-        rounds=cfg.rounds,
-        repeats=cfg.repeats,
-        warmup=cfg.warmup,
-        sync=synchronizer(device),
-        on_call=_progress_hook(say, cfg.repeats),
-        warmup_times=warm,
-    )
-    matmul = matmul_record(raw.pop("@matmul"), cfg.matmul_n, "fp32")
+    raw, warm, matmul = time_with_matmul_peak(tasks, device, cfg.rounds, cfg.repeats, cfg.warmup, cfg.matmul_n, say)
     peak_flops = matmul["gflops_median"] * 1e9
 
     for k, row in rows.items():

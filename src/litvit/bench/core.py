@@ -213,6 +213,39 @@ def matmul_task(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.
     return run
 
 
+def progress_hook(say: Callable[[str], None], repeats: int) -> Callable[[str, int, int, float], None]:
+    """An `interleave` callback that reports each task's last call of every round."""
+
+    def hook(name: str, r: int, i: int, dt: float) -> None:
+        if i == repeats - 1:
+            say(f"  round {r + 1}: {name} {dt * 1e3:.1f} ms (last of {repeats})")
+
+    return hook
+
+
+def time_with_matmul_peak(
+    tasks: Dict[str, Callable[[], Any]],
+    device: torch.device,
+    rounds: int,
+    repeats: int,
+    warmup: int,
+    matmul_n: int,
+    say: Callable[[str], None],
+) -> Tuple[Dict[str, List[List[float]]], Dict[str, List[float]], Dict[str, Any]]:
+    """Interleave `tasks` with the fp32 matmul probe; returns (raw times per task, warm-up times, matmul record)."""
+    warm: Dict[str, List[float]] = {}
+    raw = interleave(
+        dict(tasks, **{"@matmul": matmul_task(device, matmul_n)}),
+        rounds=rounds,
+        repeats=repeats,
+        warmup=warmup,
+        sync=synchronizer(device),
+        on_call=progress_hook(say, repeats),
+        warmup_times=warm,
+    )
+    return raw, warm, matmul_record(raw.pop("@matmul"), matmul_n, "fp32")
+
+
 def matmul_record(times: List[List[float]], n: int, dtype: str) -> Dict[str, Any]:
     flops = 2.0 * n**3
     flat = flatten(times)

@@ -23,17 +23,14 @@ from .core import (
     check_dtype,
     check_mode,
     flatten,
-    interleave,
     load_average,
     machine_info,
-    matmul_record,
-    matmul_task,
     rate_summary,
     resolve_device,
     run_children,
     set_threads,
     summarize,
-    synchronizer,
+    time_with_matmul_peak,
 )
 
 OURS = ("litv2_s", "litv2_m", "litv2_b", "lit_ti", "lit_s")
@@ -339,20 +336,8 @@ def run_model_bench(cfg: ModelBenchConfig) -> Dict[str, Any]:
         if cfg.latency:
             tasks[f"{name}@latency"] = make_step(runner, x1, "infer", cfg.dtype)
         rows[name] = row
-    tasks["@matmul"] = matmul_task(device, cfg.matmul_n)
-
     say(f"timing {len(cfg.models)} models: {cfg.rounds} rounds x {cfg.repeats} repeats after {cfg.warmup} warm-up")
-    warm: Dict[str, List[float]] = {}
-    raw = interleave(
-        tasks,
-        rounds=cfg.rounds,
-        repeats=cfg.repeats,
-        warmup=cfg.warmup,
-        sync=synchronizer(device),
-        on_call=_progress_hook(say, cfg.repeats),
-        warmup_times=warm,
-    )
-    matmul = matmul_record(raw.pop("@matmul"), cfg.matmul_n, "fp32")
+    raw, warm, matmul = time_with_matmul_peak(tasks, device, cfg.rounds, cfg.repeats, cfg.warmup, cfg.matmul_n, say)
     peak_flops = matmul["gflops_median"] * 1e9
 
     for name, row in rows.items():
@@ -445,11 +430,3 @@ def _printer(verbose: bool) -> Callable[[str], None]:
             print(msg, file=sys.stderr, flush=True)
 
     return say
-
-
-def _progress_hook(say: Callable[[str], None], repeats: int) -> Callable[[str, int, int, float], None]:
-    def hook(name: str, r: int, i: int, dt: float) -> None:
-        if i == repeats - 1:
-            say(f"  round {r + 1}: {name} {dt * 1e3:.1f} ms (last of {repeats})")
-
-    return hook
