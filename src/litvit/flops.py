@@ -102,6 +102,15 @@ def _deform_conv2d_backward_flop(grad_shape, input_shape, weight_shape, *args, o
     return 4 * batch * cout * grad_shape[2] * grad_shape[3] * cin_per_group * kh * kw
 
 
+if hasattr(torch.ops.mkldnn, "_convolution_pointwise"):  # the fused conv + GELU of DWConvMlp's inference path
+
+    @register_flop_formula(torch.ops.mkldnn._convolution_pointwise)
+    def _fused_conv_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+        """2 * (output elements) * (C_in / groups * kh * kw), as for aten's convolution (the fused GELU is free)."""
+        cout, cin_per_group, kh, kw = weight_shape
+        return 2 * out_shape[0] * cout * out_shape[2] * out_shape[3] * cin_per_group * kh * kw
+
+
 def count_macs(
     model: nn.Module, input_size: Union[int, Sequence[int]] = 224, batch_size: int = 1, in_chans: int = 3
 ) -> int:

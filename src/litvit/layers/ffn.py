@@ -11,6 +11,9 @@ from ._checks import check_map
 
 __all__ = ["Mlp", "DWConv", "DWConvMlp"]
 
+# oneDNN's convolution with a fused pointwise op (the kernel torch.compile's CPU backend also uses).
+_HAS_FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
 
 class DWConv(nn.Module):
     """Depthwise 3x3 conv over a (B, H, W, C) map.
@@ -60,11 +63,37 @@ class DWConvMlp(nn.Module):
         nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
         nn.init.zeros_(conv.bias)
 
+    @torch.jit.unused
+    def _fusable(self, x: torch.Tensor) -> bool:
+        """fp32 CPU inference with exact GELU: depthwise conv and GELU can run as one oneDNN kernel."""
+        w = self.dwconv.dwconv.weight
+        return (
+            _HAS_FUSED_CONV
+            and isinstance(x, torch.Tensor)  # not an FX proxy: tracing records the plain path
+            and not torch.is_grad_enabled()
+            and w.device.type == "cpu"
+            and x.dtype == w.dtype == torch.float32
+            and type(self.act) is nn.GELU
+            and self.act.approximate == "none"
+        )
+
+    @torch.jit.unused
+    def _dwconv_gelu_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """One pass over the (large, early-stage) hidden map instead of two: conv and GELU fused by oneDNN."""
+        conv = self.dwconv.dwconv
+        y = torch.ops.mkldnn._convolution_pointwise(
+            x.permute(0, 3, 1, 2), conv.weight, conv.bias, [1, 1], [1, 1], [1, 1], conv.groups, "gelu", [], "none"
+        )
+        return y.permute(0, 2, 3, 1)  # channels_last (B, C, H, W) -> contiguous (B, H, W, C)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) map -> (B, H, W, C)."""
         check_map(x, self.in_features, "DWConvMlp input")
         x = self.fc1(x)
-        x = self.act(self.dwconv(x))
+        if not torch.jit.is_scripting() and self._fusable(x):
+            x = self._dwconv_gelu_fused(x)
+        else:
+            x = self.act(self.dwconv(x))
         x = self.drop1(x)
         x = self.fc2(x)
         return self.drop2(x)
