@@ -365,3 +365,18 @@ def test_drop_path_zero_is_identity_module():
     x = torch.randn(4, 2, 2, 8)
     with torch.no_grad():
         assert torch.equal(mlp_block(x), mlp_block(x))
+
+
+def test_relpos_index_cache_is_shared_and_autograd_safe():
+    from litvit.layers.attention import RelPosAttention, _cached_flat_index, relative_position_index
+
+    _cached_flat_index.cache_clear()
+    attn = RelPosAttention(16, 2, grid_size=(4, 4))
+    x = torch.randn(1, 3, 5, 16)
+    with torch.inference_mode():
+        attn(x)  # fills the cache inside inference mode
+    out = attn(x.requires_grad_())
+    out.sum().backward()  # the cached index must still be usable by autograd
+    assert attn.relative_position_bias_table.grad is not None
+    assert _cached_flat_index.cache_info().hits >= 1
+    torch.testing.assert_close(_cached_flat_index(3, 5, "cpu"), relative_position_index(3, 5).flatten())

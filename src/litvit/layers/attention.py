@@ -1,5 +1,6 @@
 """Global multi-head self-attention: LIT-Ti's plain ViT attention and LIT-S/M/B's relative-position attention."""
 
+import functools
 from typing import List, Optional, Tuple
 
 import torch
@@ -48,6 +49,22 @@ def relative_position_index(height: int, width: int, device: Optional[torch.devi
     coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, N)
     rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
     return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_flat_index(height: int, width: int, device: str) -> torch.Tensor:
+    """`relative_position_index(H, W).flatten()`, built once per (size, device) and shared by every block.
+
+    For a dense map it is large (stage 3 of an 800 x 1216 detection input: 3800^2 entries), and the official code
+    rebuilt it in every block of every forward. Built outside inference mode so autograd may use it later.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        return relative_position_index(height, width, device=torch.device(device)).flatten()
+
+
+@torch.jit.ignore
+def _flat_index(height: int, width: int, device: torch.device) -> torch.Tensor:
+    return _cached_flat_index(height, width, str(device))
 
 
 @register_notrace_module
@@ -100,7 +117,11 @@ class RelPosAttention(nn.Module):
             grid = table.transpose(0, 1).reshape(1, self.num_heads, th, tw)
             grid = F.interpolate(grid, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=False)
             table = grid.reshape(self.num_heads, -1).transpose(0, 1)
-            bias = table[relative_position_index(height, width, device=table.device).flatten()]
+            if torch.jit.is_scripting():
+                index = relative_position_index(height, width, device=table.device).flatten()
+            else:
+                index = _flat_index(height, width, table.device)
+            bias = table[index]
         return bias.reshape(n, n, self.num_heads).permute(2, 0, 1)  # (N*N, h) -> (h, N, N)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
