@@ -1,0 +1,68 @@
+"""The one error base of litvit.
+
+Everything litvit raises about bad input or a run that cannot go on derives from `LitvitError`. Each error's message
+is one line naming the problem and the fix; the command line prints it without a traceback and exits with the
+error's `exit_code`. `same_on_all_ranks` says whether every torchrun process meets the error alike (a bad flag, a
+missing file): then only rank 0 prints it. Each error also keeps the builtin base it always had (ValueError,
+OSError, ...), so `except ValueError` in user code goes on working.
+"""
+
+__all__ = [
+    "BadImageError",
+    "BenchError",
+    "CheckpointError",
+    "CheckpointSaveError",
+    "ConfigError",
+    "DataError",
+    "DataNotFoundError",
+    "LitvitError",
+    "NonFiniteLossError",
+]
+
+
+class LitvitError(Exception):
+    """Base of litvit's errors: a one-line message, the CLI exit status, and whether every rank raises it alike."""
+
+    exit_code: int = 2  # 2: bad input or arguments (nothing ran); 1: a run that started and had to stop
+    same_on_all_ranks: bool = True
+
+
+class ConfigError(LitvitError, ValueError):
+    """A configuration value or combination that cannot run; the message says which and what to pass instead."""
+
+
+class CheckpointError(LitvitError, ValueError):
+    """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
+
+
+class DataError(LitvitError, ValueError):
+    """A data set that cannot be used as given (empty folders, class mismatch, unreadable images in 'error' mode)."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data folder or file that does not exist."""
+
+
+class BadImageError(DataError):
+    """An image file that cannot be read or decoded (raised with `bad_images='error'`); met by one rank only."""
+
+    same_on_all_ranks = False
+
+
+class BenchError(LitvitError, ValueError):
+    """A bad benchmark request."""
+
+
+class CheckpointSaveError(LitvitError, OSError):
+    """A checkpoint could not be written (full disk, permissions); the previous one is intact."""
+
+    exit_code = 1
+
+    def __str__(self) -> str:  # OSError(errno, text) prints "[Errno 28] text": keep the one line
+        return str(self.strerror or super().__str__())
+
+
+class NonFiniteLossError(LitvitError, RuntimeError):
+    """The loss became NaN or infinite; the run stopped before applying that step."""
+
+    exit_code = 1
