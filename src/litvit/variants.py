@@ -41,7 +41,9 @@ class Variant:
     @property
     def title(self) -> str:
         """The timm name with this row's keywords, e.g. 'litv2_b (img_size=384)'."""
-        return self.name + ("" if not self.kwargs else " (" + ", ".join(f"{k}={v}" for k, v in self.kwargs.items()) + ")")
+        return self.name + (
+            "" if not self.kwargs else " (" + ", ".join(f"{k}={v}" for k, v in self.kwargs.items()) + ")"
+        )
 
 
 DENSE = ("det", "seg")
