@@ -3,14 +3,10 @@
 import pytest
 import torch
 
-from litvit.bench.attention import (
-    LAYERS,
-    HiLoMatmul,
-    build_layer,
-    count_layer_macs,
-    layer_input,
-    pvt_sr_ratio,
-)
+from litvit.bench.attention_layers import HiLoMatmul, build_layer, pvt_sr_ratio
+from litvit.bench.config import LAYERS
+from litvit.bench.subject import count_step_macs, make_input
+from litvit.errors import BenchError
 from litvit.layers import HiLo
 
 
@@ -50,7 +46,7 @@ def test_pvt_sr_ratio_follows_pvtv2_stages():
 @pytest.mark.parametrize("size", [(14, 14), (10, 13)])
 def test_layers_map_to_map(name, size):
     layer = build_layer(name, 48, 6, size).eval()
-    x = layer_input(2, size, 48, torch.device("cpu"))
+    x = make_input((2, *size, 48), torch.device("cpu"))
     with torch.no_grad():
         y = layer(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
@@ -58,14 +54,16 @@ def test_layers_map_to_map(name, size):
 
 def test_hilo_macs_match_official_formula_and_baseline():
     size = (14, 14)
-    x = layer_input(1, size, 96, torch.device("cpu"))
+    x = make_input((1, *size, 96), torch.device("cpu"))
     hilo, ref = build_layer("hilo", 96, 12, size, 2, 0.9), build_layer("hilo_matmul", 96, 12, size, 2, 0.9)
     assert count_layer_macs(hilo, x, "infer") == count_layer_macs(ref, x, "infer") == hilo.flops(*size)
     assert count_layer_macs(hilo, x, "train") > 2 * hilo.flops(*size)
 
 
-def test_unknown_layer():
-    from litvit.bench.core import BenchError
+def count_layer_macs(layer, x, mode):
+    return count_step_macs(layer, x, mode, per_call_mode=False)
 
+
+def test_unknown_layer():
     with pytest.raises(BenchError, match="unknown attention layer 'flash'"):
         build_layer("flash", 48, 6, (7, 7))

@@ -2,6 +2,7 @@
 
 import json
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -119,8 +120,15 @@ def test_memory_child_report_in_process():
     [
         (["resnet5000"], "unknown model 'resnet5000'"),
         (["litv2_nano", "litv2_nano"], "listed twice"),
-        (["litv2_nano", "--dtype", "fp8"], "unknown dtype 'fp8': use fp32, bf16 or fp16"),
-        (["litv2_nano", "--dtype", "fp16", "--device", "cpu"], "fp16 autocast is a GPU mode"),
+        (["litv2_nano", "--dtype", "fp8"], "unknown precision 'fp8': use fp32, bf16, fp16 or auto"),
+        (["litv2_nano", "--dtype", "fp16", "--device", "cpu"], "fp16 autocast needs a GPU"),
+        (["--attention", "--dtype", "fp16", "--device", "cpu"], "fp16 autocast needs a GPU"),
+        (["litv2_nano", "--threads", "0"], "threads must be an integer >= 1, got 0"),
+        (["--attention", "--threads", "0"], "threads must be an integer >= 1, got 0"),
+        (["litv2_nano", "--memory-jobs", "0"], "--memory-jobs must be >= 1"),
+        (["--attention", "--warmup", "-1"], "--warmup must be >= 0"),
+        (["--attention", "--alpha", "1.5"], "--alpha must be in [0, 1]"),
+        (["--attention", "--img-size", "64"], "--img-size applies to the model benchmark"),
         (["litv2_nano", "--mode", "eval"], "unknown mode 'eval'"),
         (["litv2_nano", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["litv2_nano", "--rounds", "0"], "--rounds must be >= 1"),
@@ -143,9 +151,25 @@ def test_bad_arguments_give_one_line_error(argv, message, capsys, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
-def test_cuda_requested_without_gpu(capsys):
-    assert main(["litv2_nano", "--device", "cuda", "--quiet"]) == 2
-    assert "CUDA is not available" in capsys.readouterr().err
+@pytest.mark.parametrize("argv", [["litv2_nano"], ["--attention"]])
+def test_cuda_requested_without_gpu(argv, capsys):
+    assert main([*argv, "--device", "cuda", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CUDA device is available" in err[0], err
+
+
+def test_cli_module_imports_without_torch():
+    """`litvit --help` must stay fast: the bench parser loads neither torch nor timm (the run loads them)."""
+    src = Path(__file__).resolve().parents[2] / "src" / "litvit"
+    code = (
+        "import sys, types\n"
+        f"pkg = types.ModuleType('litvit'); pkg.__path__ = [{str(src)!r}]; sys.modules['litvit'] = pkg\n"
+        "sys.modules['torch'] = sys.modules['timm'] = None  # any import of them fails\n"
+        "from litvit.bench.cli import build_parser\n"
+        "assert 'usage: litvit bench' in build_parser().format_help()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_registered_with_litvit_cli():

@@ -1,20 +1,27 @@
-"""Benchmarks: whole models (`run_model_bench`) and one attention layer (`run_attention_bench`); `litvit bench`.
+"""Benchmarks of whole models and of one attention layer, one harness (`run_bench`); `litvit bench`.
 
-See docs/performance.md for how to run them and what each reported field means.
+See docs/performance.md for how to run them and what each reported field means. The exports load on first use, so
+that the command line (`litvit.bench.cli`) imports without torch.
 """
 
-from .attention import AttentionBenchConfig, HiLoMatmul, run_attention_bench
-from .core import BenchError, interleave, summarize
-from .models import DEFAULT_MODELS, ModelBenchConfig, run_model_bench
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_MODELS",
-    "AttentionBenchConfig",
-    "BenchError",
-    "HiLoMatmul",
-    "ModelBenchConfig",
-    "interleave",
-    "run_attention_bench",
-    "run_model_bench",
-    "summarize",
-]
+from ..errors import BenchError
+
+_HOMES = {
+    "BenchConfig": "config",
+    "DEFAULT_MODELS": "config",
+    "HiLoMatmul": "attention_layers",
+    "interleave": "timing",
+    "run_bench": "runner",
+    "summarize": "timing",
+}
+
+__all__ = ["BenchError", *_HOMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

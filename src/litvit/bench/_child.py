@@ -1,10 +1,11 @@
-"""Peak memory of one model or layer in a fresh process: ``python -m litvit.bench._child SPEC_JSON``.
+"""Peak memory of one subject in a fresh process: ``python -m litvit.bench._child SPEC_JSON``.
 
-The process imports torch, timm and litvit (and the benchmark modules), records its resident memory, builds what the
-spec names, records again, runs the measured step ``iters`` times and prints one JSON line:
+The process imports torch, timm and litvit (and the benchmark modules), records its resident memory, builds the
+subject the spec names (a model or a layer, with the runner's own `build_subject`), records again, runs the measured
+step ``iters`` times and prints one JSON line:
 
 * ``rss_import_bytes`` / ``peak_import_bytes``: resident / peak resident memory after the imports;
-* ``rss_built_bytes`` / ``peak_built_bytes``: resident / peak memory once the model (or layer) and its input exist;
+* ``rss_built_bytes`` / ``peak_built_bytes``: resident / peak memory once the subject and its input exist;
 * ``step_peak_bytes``: the peak resident memory while the steps run (the peak is reset to the current RSS through
   /proc/self/clear_refs after building; None where the kernel refuses);
 * ``peak_rss_bytes``: the process's peak, imports and building included: Linux's VmHWM, the counter behind
@@ -24,9 +25,11 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     import timm  # noqa: F401
     import torch
 
-    import litvit  # noqa: F401
-    from litvit.bench import attention, models
-    from litvit.bench.core import current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
+    import litvit.models  # noqa: F401  (registers litvit's models with timm)
+    from litvit.bench.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
+    from litvit.bench.runner import KINDS
+    from litvit.bench.subject import build_subject, make_step
+    from litvit.runtime import autocast_dtype
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -45,25 +48,12 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
         report["ru_maxrss_bytes"] = ru_maxrss_bytes()
         return report
 
-    batch = int(spec["batch_size"])
-    if spec["kind"] == "model":
-        torch.manual_seed(0)
-        module = models.create_model(spec["name"], int(spec["img_size"])).to(device)
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, 3, spec["img_size"], spec["img_size"], generator=g).to(device)
-        loss_fn = None
-        train_layout = True
-    elif spec["kind"] == "layer":
-        size = (int(spec["size"][0]), int(spec["size"][1]))
-        module = attention.build_layer(spec["name"], spec["dim"], spec["heads"], size, spec["window"], spec["alpha"])
-        module = module.to(device).train(spec["mode"] == "train")
-        x = attention.layer_input(batch, size, spec["dim"], device)
-        loss_fn = attention.layer_loss
-        train_layout = False
-    else:
+    if spec["kind"] not in KINDS:
         raise ValueError(f"unknown child kind {spec['kind']!r}")
-    runner = torch.compile(module, dynamic=False) if spec.get("compile") else module
-    step = models.make_step(runner, x, spec["mode"], spec["dtype"], train_layout=train_layout, loss_fn=loss_fn)
+    kind, mode = KINDS[spec["kind"]], spec["mode"]
+    subject = build_subject(kind, spec, int(spec["batch_size"]), device, mode)
+    module = torch.compile(subject.module, dynamic=False) if spec.get("compile") else subject.module
+    step = make_step(module, subject.x, mode, autocast_dtype(spec["dtype"], device), kind.loss(), kind.per_call_mode)
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -1,51 +1,21 @@
-"""One attention layer, several designs, several token grids: `litvit bench --attention`.
-
-Every layer maps a channels-last (B, H, W, C) map to a map of the same shape (adapters reshape to each design's own
-layout; the reshapes are views and are timed with the layer, as they would run inside a network):
-
-* ``hilo``: litvit's HiLo (window s, Lo-Fi share alpha; LITv2 defaults s=2, alpha=0.9).
-* ``hilo_matmul``: HiLo written the way the official code does (`HiLoMatmul`, from spec/ARCHITECTURE.md §3):
-  explicit ``q @ k^T * scale``, softmax, ``@ v``; Hi-Fi windows by view/transpose; Lo-Fi AvgPool2d on an NCHW
-  permute. Its weights are copied from the ``hilo`` layer, so both compute the same function (tests check 1e-5).
-* ``mhsa``: timm's ViT multi-head self-attention (``timm.models.vision_transformer.Attention``, fused SDPA),
-  global over all H*W tokens, qkv bias on.
-* ``pvt_sra``: timm's PVTv2 spatial-reduction attention (``timm.models.pvt_v2.Attention``): keys/values from a
-  stride-``sr`` conv + LayerNorm. ``sr`` follows the PVTv2 stages, which keep the key/value grid at 7x7 at 224
-  (stages at 56/28/14/7 tokens use sr 8/4/2/1): ``sr = max(1, round(min(H, W) / 7))`` (`pvt_sr_ratio`).
-* ``swin_window``: timm's Swin window attention (``timm.models.swin_transformer.WindowAttention``, window 7, with
-  relative position bias) between timm's ``window_partition`` / ``window_reverse``, the map zero-padded to a
-  multiple of 7 and cropped back as timm's SwinTransformerBlock does; the non-shifted block (no roll, no mask).
+"""One attention layer as benchmark subjects (`litvit bench --attention`): each design at each token grid.
 
 All layers use the same dim and heads (default 768 / 12, head_dim 64) at every size, so that only the attention
-design differs.
+design differs (the designs are in `attention_layers`). Each row is compared with HiLo and with its official-style
+matmul baseline at the same size, round by round.
 """
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .core import (
-    BenchError,
-    busy_warning,
-    check_dtype,
-    check_mode,
-    flatten,
-    load_average,
-    machine_info,
-    rate_summary,
-    resolve_device,
-    run_children,
-    set_threads,
-    summarize,
-    time_with_matmul_peak,
-)
-from .models import _printer, counted_flops, make_step
+from ..errors import BenchError
+from .attention_layers import build_layer
+from .config import LAYERS, BenchConfig
+from .subject import Loss, Spec, Subject, count_step_macs, params_m, square_mean_loss
+from .timing import ratio_per_round
 
-LAYERS = ("hilo", "hilo_matmul", "mhsa", "pvt_sra", "swin_window")
 LAYER_LABELS = {
     "hilo": "HiLo (litvit)",
     "hilo_matmul": "HiLo (matmul, official style)",
@@ -53,359 +23,86 @@ LAYER_LABELS = {
     "pvt_sra": "SRA (timm PVTv2)",
     "swin_window": "W-MSA 7x7 (timm Swin)",
 }
-DEFAULT_SIZES = ((14, 14), (28, 28), (56, 56))
-BASELINE = "hilo_matmul"
-SWIN_WINDOW = 7
-
-
-class HiLoMatmul(nn.Module):
-    """HiLo as the official code writes it (spec/ARCHITECTURE.md §3), for the layer benchmark's baseline.
-
-    Same constructor and parameter names as `litvit.layers.HiLo` (l_q, l_kv, l_proj, h_qkv, h_proj), so
-    ``HiLoMatmul.from_hilo(hilo)`` copies the weights with a strict `load_state_dict`. Input and output are
-    (B, H, W, C) maps of any H, W (zero-padded on the right/bottom to a multiple of the window, then cropped, as the
-    official dense backbones do).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int = 8,
-        window_size: int = 2,
-        alpha: float = 0.5,
-        qkv_bias: bool = True,
-        qk_scale: Optional[float] = None,
-    ):
-        super().__init__()
-        head_dim = int(dim / num_heads)
-        self.dim = dim
-        self.ws = window_size
-        self.scale = qk_scale or head_dim**-0.5
-        self.l_heads = int(num_heads * alpha)
-        self.h_heads = num_heads - self.l_heads
-        if window_size == 1:
-            self.h_heads, self.l_heads = 0, num_heads
-        self.l_dim = self.l_heads * head_dim
-        self.h_dim = self.h_heads * head_dim
-        if self.l_heads > 0:
-            self.sr = nn.AvgPool2d(kernel_size=window_size, stride=window_size) if window_size != 1 else None
-            self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias)
-            self.l_kv = nn.Linear(dim, self.l_dim * 2, bias=qkv_bias)
-            self.l_proj = nn.Linear(self.l_dim, self.l_dim)
-        if self.h_heads > 0:
-            self.h_qkv = nn.Linear(dim, self.h_dim * 3, bias=qkv_bias)
-            self.h_proj = nn.Linear(self.h_dim, self.h_dim)
-
-    @classmethod
-    def from_hilo(cls, hilo: nn.Module) -> "HiLoMatmul":
-        """A baseline with the hyper-parameters and a copy of the weights of a `litvit.layers.HiLo`."""
-        ref = cls(hilo.dim, hilo.num_heads, hilo.window_size, hilo.alpha, qk_scale=hilo.scale)
-        ref.load_state_dict(hilo.state_dict(), strict=True)
-        param = next(hilo.parameters(), None)
-        if param is not None:
-            ref = ref.to(device=param.device, dtype=param.dtype)
-        return ref.train(hilo.training)
-
-    def hifi(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        h_group, w_group = H // self.ws, W // self.ws
-        total_groups = h_group * w_group
-        x = x.reshape(B, h_group, self.ws, w_group, self.ws, C).transpose(2, 3)
-        qkv = (
-            self.h_qkv(x)
-            .reshape(B, total_groups, -1, 3, self.h_heads, self.h_dim // self.h_heads)
-            .permute(3, 0, 1, 4, 2, 5)
-        )
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, groups, heads, ws*ws, head_dim)
-        attn = (q @ k.transpose(-2, -1)) * self.scale
-        attn = attn.softmax(dim=-1)
-        attn = (attn @ v).transpose(2, 3).reshape(B, h_group, w_group, self.ws, self.ws, self.h_dim)
-        x = attn.transpose(2, 3).reshape(B, h_group * self.ws, w_group * self.ws, self.h_dim)
-        return self.h_proj(x)
-
-    def lofi(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        q = self.l_q(x).reshape(B, H * W, self.l_heads, self.l_dim // self.l_heads).permute(0, 2, 1, 3)
-        if self.ws > 1:
-            x_ = x.permute(0, 3, 1, 2)
-            x_ = self.sr(x_).reshape(B, C, -1).permute(0, 2, 1)
-            kv = self.l_kv(x_).reshape(B, -1, 2, self.l_heads, self.l_dim // self.l_heads).permute(2, 0, 3, 1, 4)
-        else:
-            kv = self.l_kv(x).reshape(B, -1, 2, self.l_heads, self.l_dim // self.l_heads).permute(2, 0, 3, 1, 4)
-        k, v = kv[0], kv[1]
-        attn = (q @ k.transpose(-2, -1)) * self.scale
-        attn = attn.softmax(dim=-1)
-        x = (attn @ v).transpose(1, 2).reshape(B, H, W, self.l_dim)
-        return self.l_proj(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        pad_r = (self.ws - W % self.ws) % self.ws
-        pad_b = (self.ws - H % self.ws) % self.ws
-        if pad_r > 0 or pad_b > 0:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        if self.h_heads == 0:
-            return self.lofi(x)[:, :H, :W].contiguous()
-        if self.l_heads == 0:
-            return self.hifi(x)[:, :H, :W].contiguous()
-        hifi_out = self.hifi(x)[:, :H, :W]
-        lofi_out = self.lofi(x)[:, :H, :W]
-        return torch.cat((hifi_out, lofi_out), dim=-1)
-
-
-class TimmMHSA(nn.Module):
-    """timm ViT attention (fused SDPA) over all H*W tokens of a (B, H, W, C) map."""
-
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        from timm.models.vision_transformer import Attention
-
-        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        return self.attn(x.reshape(B, H * W, C)).reshape(B, H, W, C)
-
-
-def pvt_sr_ratio(height: int, width: int) -> int:
-    """PVTv2's spatial reduction for a stage at this token grid: keys/values pooled to about 7x7 (sr 8/4/2/1 at
-    56/28/14/7 tokens, as in every PVTv2 model at 224)."""
-    return max(1, round(min(height, width) / 7))
-
-
-class TimmPvtSRA(nn.Module):
-    """timm PVTv2 spatial-reduction attention (conv sr x sr stride sr + LayerNorm on keys/values)."""
-
-    def __init__(self, dim: int, num_heads: int, sr_ratio: int):
-        super().__init__()
-        from timm.models.pvt_v2 import Attention
-
-        self.sr_ratio = sr_ratio
-        self.attn = Attention(dim, num_heads=num_heads, sr_ratio=sr_ratio, qkv_bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        return self.attn(x.reshape(B, H * W, C), [H, W]).reshape(B, H, W, C)
-
-
-class TimmSwinWindow(nn.Module):
-    """timm Swin window attention (window 7, relative position bias) with timm's partition / reverse around it."""
-
-    def __init__(self, dim: int, num_heads: int, window_size: int = SWIN_WINDOW):
-        super().__init__()
-        from timm.models.swin_transformer import WindowAttention
-
-        self.window_size = window_size
-        self.attn = WindowAttention(dim, num_heads=num_heads, window_size=window_size, qkv_bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from timm.models.swin_transformer import window_partition, window_reverse
-
-        B, H, W, C = x.shape
-        ws = self.window_size
-        pad_h, pad_w = (ws - H % ws) % ws, (ws - W % ws) % ws
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
-        windows = window_partition(x, (ws, ws)).view(-1, ws * ws, C)
-        out = self.attn(windows).view(-1, ws, ws, C)
-        out = window_reverse(out, (ws, ws), Hp, Wp)
-        return out[:, :H, :W, :].contiguous()
-
-
-@dataclass
-class AttentionBenchConfig:
-    """What `run_attention_bench` measures; see `litvit bench --attention --help`."""
-
-    layers: List[str] = field(default_factory=lambda: list(LAYERS))
-    sizes: List[Tuple[int, int]] = field(default_factory=lambda: list(DEFAULT_SIZES))
-    dim: int = 768
-    heads: int = 12
-    window: int = 2
-    alpha: float = 0.9
-    batch_size: Optional[int] = None  # None: 64 on GPU, 4 on CPU
-    dtype: str = "fp32"
-    mode: str = "infer"
-    device: Optional[str] = None
-    threads: Optional[int] = None
-    compile: bool = False
-    warmup: int = 2
-    rounds: int = 3
-    repeats: int = 3
-    memory: bool = True
-    matmul_n: int = 2048
-    memory_jobs: int = 2
-    verbose: bool = False
-
-
-def build_layer(name: str, dim: int, heads: int, size: Tuple[int, int], window: int = 2, alpha: float = 0.9):
-    """The layer `name` for a (B, H, W, dim) input; HiLo and its matmul baseline share weights (seed 0)."""
-    from litvit.layers import HiLo
-
-    if name in ("hilo", "hilo_matmul"):
-        torch.manual_seed(0)
-        hilo = HiLo(dim, num_heads=heads, window_size=window, alpha=alpha)
-        return hilo if name == "hilo" else HiLoMatmul.from_hilo(hilo)
-    torch.manual_seed(0)
-    if name == "mhsa":
-        return TimmMHSA(dim, heads)
-    if name == "pvt_sra":
-        return TimmPvtSRA(dim, heads, pvt_sr_ratio(*size))
-    if name == "swin_window":
-        return TimmSwinWindow(dim, heads)
-    raise BenchError(f"unknown attention layer {name!r}: choose among {', '.join(LAYERS)}")
-
-
-def layer_input(batch: int, size: Tuple[int, int], dim: int, device: torch.device) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(batch, size[0], size[1], dim, generator=g).to(device)
-
-
-def layer_loss(out: torch.Tensor) -> torch.Tensor:
-    return out.float().square().mean()
-
-
-def count_layer_macs(layer: nn.Module, x: torch.Tensor, mode: str) -> int:
-    """MACs per image of one measured step (forward, or forward + backward) by FlopCounterMode."""
-    x1 = x[:1]
-    if mode == "infer":
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            layer(x1)
-    else:
-        with FlopCounterMode(display=False) as counter:
-            layer_loss(layer(x1)).backward()
-        for p in layer.parameters():
-            p.grad = None
-    return counted_flops(counter) // 2
-
-
-def validate(cfg: AttentionBenchConfig) -> Tuple[torch.device, int]:
-    device = resolve_device(cfg.device)
-    check_dtype(cfg.dtype, device)
-    check_mode(cfg.mode)
-    if not cfg.layers:
-        raise BenchError(f"no attention layers given: choose among {', '.join(LAYERS)}")
-    for name in cfg.layers:
-        if name not in LAYERS:
-            raise BenchError(f"unknown attention layer {name!r}: choose among {', '.join(LAYERS)}")
-    if not cfg.sizes:
-        raise BenchError("no token-grid sizes given: use e.g. --sizes 14 28 56")
-    if cfg.dim < 1 or cfg.heads < 1 or cfg.dim % cfg.heads:
-        raise BenchError(f"--dim ({cfg.dim}) must be a positive multiple of --heads ({cfg.heads})")
-    if cfg.window < 1:
-        raise BenchError(f"--window must be >= 1, got {cfg.window}")
-    if not 0.0 <= cfg.alpha <= 1.0:
-        raise BenchError(f"--alpha must be in [0, 1] (HiLo's Lo-Fi share of heads), got {cfg.alpha}")
-    if cfg.batch_size is None:
-        batch = 64 if device.type == "cuda" else 4
-    elif cfg.batch_size < 1:
-        raise BenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    else:
-        batch = cfg.batch_size
-    return device, batch
+COMPARED_WITH = ("hilo", "hilo_matmul")  # each row's `vs_<name>` ratios
 
 
 def key(name: str, size: Tuple[int, int]) -> str:
     return f"{name}@{size[0]}x{size[1]}"
 
 
-def memory_spec(name: str, size: Tuple[int, int], cfg: AttentionBenchConfig, device: torch.device, batch: int):
-    return {
-        "kind": "layer",
-        "name": name,
-        "size": list(size),
-        "dim": cfg.dim,
-        "heads": cfg.heads,
-        "window": cfg.window,
-        "alpha": cfg.alpha,
-        "batch_size": batch,
-        "dtype": cfg.dtype,
-        "mode": cfg.mode,
-        "device": str(device),
-        "threads": cfg.threads,
-        "compile": cfg.compile,
-        "iters": 2,
-    }
+class LayerKind:
+    """Subjects of `litvit bench --attention`: one per layer and token grid, sizes outermost."""
 
+    record = "attention"
+    cpu_batch = 4
+    per_call_mode = False
+    latency = False
 
-def run_attention_bench(cfg: AttentionBenchConfig) -> Dict[str, Any]:
-    """Run the attention-layer benchmark; returns the JSON-ready record."""
-    from .models import _memory_row, _ratio_per_round, baseline_spec
-
-    device, batch = validate(cfg)
-    threads = set_threads(cfg.threads)
-    say = _printer(cfg.verbose)
-    load_start, busy = load_average(), busy_warning(threads)
-    if busy:
-        say(f"litvit bench: warning: {busy}")
-    sizes = [tuple(s) for s in cfg.sizes]
-
-    tasks: Dict[str, Callable[[], Any]] = {}
-    rows: Dict[str, Dict[str, Any]] = {}
-    for size in sizes:
-        x = layer_input(batch, size, cfg.dim, device)
+    def validate(self, cfg: BenchConfig) -> BenchConfig:
+        if not cfg.layers:
+            raise BenchError(f"no attention layers given: choose among {', '.join(LAYERS)}")
         for name in cfg.layers:
-            layer = build_layer(name, cfg.dim, cfg.heads, size, cfg.window, cfg.alpha).to(device)
-            layer.train(cfg.mode == "train")
-            k = key(name, size)
-            row: Dict[str, Any] = {
-                "layer": name,
-                "label": LAYER_LABELS[name],
-                "size": list(size),
-                "tokens": size[0] * size[1],
-                "params_m": sum(p.numel() for p in layer.parameters()) / 1e6,
-            }
-            row["macs_per_image"] = count_layer_macs(layer, x, "infer")
-            row["gmacs_per_image"] = row["macs_per_image"] / 1e9
-            row["macs_step_per_image"] = (
-                row["macs_per_image"] if cfg.mode == "infer" else count_layer_macs(layer, x, "train")
-            )
-            if name == "hilo":
-                row["official_flops"] = int(layer.flops(*size))
-            if name == "pvt_sra":
-                row["sr_ratio"] = layer.sr_ratio
-            runner: nn.Module = torch.compile(layer, dynamic=False) if cfg.compile else layer  # type: ignore
-            tasks[k] = make_step(runner, x, cfg.mode, cfg.dtype, train_layout=False, loss_fn=layer_loss)
-            rows[k] = row
-    say(f"timing {len(rows)} layer x size tasks: {cfg.rounds} rounds x {cfg.repeats} repeats")
-    raw, warm, matmul = time_with_matmul_peak(tasks, device, cfg.rounds, cfg.repeats, cfg.warmup, cfg.matmul_n, say)
-    peak_flops = matmul["gflops_median"] * 1e9
+            if name not in LAYERS:
+                raise BenchError(f"unknown attention layer {name!r}: choose among {', '.join(LAYERS)}")
+        if not cfg.sizes:
+            raise BenchError("no token-grid sizes given: use e.g. --sizes 14 28 56")
+        if cfg.dim < 1 or cfg.heads < 1 or cfg.dim % cfg.heads:
+            raise BenchError(f"--dim ({cfg.dim}) must be a positive multiple of --heads ({cfg.heads})")
+        if cfg.window < 1:
+            raise BenchError(f"--window must be >= 1, got {cfg.window}")
+        if not 0.0 <= cfg.alpha <= 1.0:
+            raise BenchError(f"--alpha must be in [0, 1] (HiLo's Lo-Fi share of heads), got {cfg.alpha}")
+        return cfg
 
-    for k, row in rows.items():
-        flat = flatten(raw[k])
-        row["warmup_s"] = warm.get(k, [])
-        row["throughput"] = {
-            "times_s": raw[k],
-            "summary_s": summarize(flat).as_dict(),
-            "img_s": rate_summary(flat, batch),
+    def specs(self, cfg: BenchConfig) -> List[Spec]:
+        shared = {"dim": cfg.dim, "heads": cfg.heads, "window": cfg.window, "alpha": cfg.alpha}
+        return [
+            {"kind": "layer", "name": name, "size": [int(size[0]), int(size[1])], **shared}
+            for size in cfg.sizes
+            for name in cfg.layers
+        ]
+
+    def key(self, spec: Spec) -> str:
+        return key(spec["name"], spec["size"])
+
+    def build(self, spec: Spec) -> nn.Module:
+        size = (int(spec["size"][0]), int(spec["size"][1]))
+        return build_layer(spec["name"], spec["dim"], spec["heads"], size, spec["window"], spec["alpha"])
+
+    def input_shape(self, spec: Spec, batch: int) -> Tuple[int, ...]:
+        return (batch, int(spec["size"][0]), int(spec["size"][1]), int(spec["dim"]))
+
+    def loss(self) -> Loss:
+        return square_mean_loss
+
+    def cannot_run(self, spec: Spec, error: str) -> str:
+        h, w = spec["size"]
+        return f"{spec['name']} does not run at {h}x{w} tokens ({error}); pick other --sizes or drop it"
+
+    def describe(self, subject: Subject, cfg: BenchConfig, amp: Optional[torch.dtype]) -> Dict[str, Any]:
+        name, size, layer = subject.spec["name"], subject.spec["size"], subject.module
+        macs = count_step_macs(layer, subject.x, "infer", per_call_mode=False)
+        step_macs = macs if cfg.mode == "infer" else count_step_macs(layer, subject.x, "train", per_call_mode=False)
+        row: Dict[str, Any] = {
+            "layer": name,
+            "label": LAYER_LABELS[name],
+            "size": list(size),
+            "tokens": size[0] * size[1],
+            "params_m": params_m(layer),
+            "macs_per_image": macs,
+            "gmacs_per_image": macs / 1e9,
+            "macs_step_per_image": step_macs,
         }
-        row["peak_fraction"] = row["throughput"]["img_s"]["median"] * 2 * row["macs_step_per_image"] / peak_flops
-        size = tuple(row["size"])
-        for other in ("hilo", BASELINE):
-            ok = key(other, size)
-            if ok in raw and ok != k:
-                row[f"vs_{other}"] = _ratio_per_round(raw[k], raw[ok], "throughput")
+        if name == "hilo":
+            row["official_flops"] = int(layer.flops(*size))
+        if name == "pvt_sra":
+            row["sr_ratio"] = layer.sr_ratio
+        return row
 
-    memory: Dict[str, Any] = {}
-    if cfg.memory:
-        say("peak memory: one fresh process per layer and size")
-        order = list(rows)
-        specs = [baseline_spec(cfg.threads, device)]
-        specs += [memory_spec(rows[k]["layer"], tuple(rows[k]["size"]), cfg, device, batch) for k in order]
-        reports = run_children(specs, jobs=cfg.memory_jobs)
-        memory["baseline"] = reports[0]
-        base = reports[0].get("peak_rss_bytes")
-        for k, rep in zip(order, reports[1:]):
-            rows[k]["memory"] = _memory_row(rep, base, batch)
-
-    config = asdict(cfg)
-    config.update(batch_size=batch, threads=threads, device=str(device), sizes=[list(s) for s in sizes])
-    machine = machine_info(device, threads)
-    machine.update(load_average_start=load_start, busy_warning=busy)
-    return {
-        "kind": "attention",
-        "machine": machine,
-        "config": config,
-        "matmul": matmul,
-        "memory": memory,
-        "results": list(rows.values()),
-    }
+    def compare(self, rows: Dict[str, Dict[str, Any]], raw: Dict[str, Any], cfg: BenchConfig) -> None:
+        """`vs_hilo`, `vs_hilo_matmul`: img/s ratios to those layers at the same size."""
+        for k, row in rows.items():
+            for other in COMPARED_WITH:
+                other_key = key(other, row["size"])
+                if other_key in raw and other_key != k:
+                    row[f"vs_{other}"] = ratio_per_round(raw[k], raw[other_key], "throughput")

@@ -1,11 +1,19 @@
-"""Outputs of `litvit bench`: a Markdown table, the JSON record and a PNG plot (matplotlib, Agg backend)."""
+"""Outputs of `litvit bench`, for models and attention layers: a Markdown table, the JSON record and a PNG plot.
+
+A table is a list of columns (header, cell of a result row); the two benchmarks share the header lines and the
+throughput, matmul-peak and memory columns, and differ in their naming, ratio and extra columns. The plot is
+throughput against GMACs (models, as the paper's figure) or img/s per token grid (attention layers).
+"""
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .core import BenchError
+from ..errors import BenchError
+
+Row = Dict[str, Any]
+Column = Tuple[str, Callable[[Row], str]]
 
 
 def _f(v: Optional[float], digits: int = 1) -> str:
@@ -15,20 +23,20 @@ def _f(v: Optional[float], digits: int = 1) -> str:
 
 
 def _range(d: Optional[Dict[str, float]], digits: int = 1) -> str:
-    if not d:
-        return "-"
-    return f"{d['min']:.{digits}f}–{d['max']:.{digits}f}"
+    return f"{d['min']:.{digits}f}–{d['max']:.{digits}f}" if d else "-"
 
 
 def _ratio(d: Optional[Dict[str, Any]], digits: int = 2) -> str:
-    if not d:
-        return "-"
-    return f"{d['median']:.{digits}f} ({d['min']:.{digits}f}–{d['max']:.{digits}f})"
+    return f"{d['median']:.{digits}f} ({d['min']:.{digits}f}–{d['max']:.{digits}f})" if d else "-"
 
 
-def _table(cols: List[str], rows: List[List[str]]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+def _mem(field: str, digits: int) -> Callable[[Row], str]:
+    return lambda r: _f(r.get("memory", {}).get(field), digits)
+
+
+def _table(cols: List[Column], rows: List[Row]) -> str:
+    lines = ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(cell(r) for _, cell in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -60,134 +68,116 @@ def header(record: Dict[str, Any]) -> List[str]:
     return lines
 
 
+THROUGHPUT: List[Column] = [
+    ("img/s", lambda r: _f(r["throughput"]["img_s"]["median"])),
+    ("img/s min–max", lambda r: _range(r["throughput"]["img_s"])),
+]
+PEAK: Column = ("% matmul peak", lambda r: _f(100 * r["peak_fraction"], 1) + "%")
+
+
+def memory_columns(record: Dict[str, Any], ratio: Optional[Column] = None) -> List[Column]:
+    """Peak RSS, over baseline, running peak, step MB/img, then `ratio`, then the GPU columns where measured."""
+    if not record["config"].get("memory"):
+        return []
+    cols = [("peak RSS (MB)", _mem("peak_rss_mb", 0)), ("over baseline (MB)", _mem("over_baseline_mb", 0))]
+    cols += [("running peak (MB)", _mem("running_peak_mb", 0)), ("step MB/img", _mem("step_rss_per_image_mb", 1))]
+    cols += [ratio] if ratio else []
+    if any("cuda_peak_mb" in r.get("memory", {}) for r in record["results"]):
+        cols += [("GPU peak (MB)", _mem("cuda_peak_mb", 0)), ("GPU step MB/img", _mem("cuda_step_per_image_mb", 1))]
+    return cols
+
+
+def _logits(r: Row) -> str:
+    d = r.get("logit_rel_diff")
+    return "-" if d is None else f"{d:.1e} {'ok' if r.get('logits_ok') else 'OVER 1e-2'}"
+
+
 def models_markdown(record: Dict[str, Any]) -> str:
     c = record["config"]
     ref = c.get("reference")
     ref_label = next((r["label"] for r in record["results"] if r["model"] == ref), ref)
-    cols = ["model", "params (M)", "GMACs", "img/s", "img/s min–max"]
-    if ref:
-        cols.append(f"img/s vs {ref_label}")
-    latency = c.get("latency")
-    if latency:
-        cols += ["latency b1 (ms)", "latency min–max"]
-        if ref:
-            cols.append(f"latency vs {ref_label}")
-    cols.append("% matmul peak")
-    memory = c.get("memory")
-    if memory:
-        cols += ["peak RSS (MB)", "over baseline (MB)", "running peak (MB)", "step MB/img"]
-        if ref:
-            cols.append(f"peak RSS vs {ref_label}")
-        if any("cuda_peak_mb" in r.get("memory", {}) for r in record["results"]):
-            cols += ["GPU peak (MB)", "GPU step MB/img"]
-    if c["dtype"] != "fp32":
-        cols.append(f"{c['dtype']} logit rel. diff")
+
+    def vs(name: str, fmt: Callable[[Any], str]) -> Callable[[Row], str]:
+        return lambda r: fmt(r.get("vs_reference", {}).get(name))
+
+    cols: List[Column] = [("model", lambda r: f"**{r['label']}**" if r["ours"] else r["label"])]
+    cols += [("params (M)", lambda r: _f(r["params_m"], 2)), ("GMACs", lambda r: _f(r["gmacs"], 2)), *THROUGHPUT]
+    cols += [(f"img/s vs {ref_label}", vs("throughput", _ratio))] if ref else []
+    if c.get("latency"):
+        cols += [("latency b1 (ms)", lambda r: _f(r["latency"]["ms"]["median"]))]
+        cols += [("latency min–max", lambda r: _range(r["latency"]["ms"]))]
+        cols += [(f"latency vs {ref_label}", vs("latency", _ratio))] if ref else []
+    cols.append(PEAK)
+    cols += memory_columns(record, (f"peak RSS vs {ref_label}", vs("peak_rss", lambda v: _f(v, 2))) if ref else None)
+    cols += [(f"{c['dtype']} logit rel. diff", _logits)] if c["dtype"] != "fp32" else []
     if c.get("compile"):
-        cols.append("first call (s)")
-    rows = []
-    for r in record["results"]:
-        name = f"**{r['label']}**" if r["ours"] else r["label"]
-        row = [name, _f(r["params_m"], 2), _f(r["gmacs"], 2)]
-        row += [_f(r["throughput"]["img_s"]["median"]), _range(r["throughput"]["img_s"])]
-        vs = r.get("vs_reference", {})
-        if ref:
-            row.append(_ratio(vs.get("throughput")))
-        if latency:
-            row += [_f(r["latency"]["ms"]["median"]), _range(r["latency"]["ms"])]
-            if ref:
-                row.append(_ratio(vs.get("latency")))
-        row.append(_f(100 * r["peak_fraction"], 1) + "%")
-        if memory:
-            mem = r.get("memory", {})
-            row += [_f(mem.get("peak_rss_mb"), 0), _f(mem.get("over_baseline_mb"), 0)]
-            row += [_f(mem.get("running_peak_mb"), 0), _f(mem.get("step_rss_per_image_mb"), 1)]
-            if ref:
-                row.append(_f(vs.get("peak_rss"), 2))
-            if "GPU peak (MB)" in cols:
-                row += [_f(mem.get("cuda_peak_mb"), 0), _f(mem.get("cuda_step_per_image_mb"), 1)]
-        if c["dtype"] != "fp32":
-            d = r.get("logit_rel_diff")
-            row.append("-" if d is None else f"{d:.1e} {'ok' if r.get('logits_ok') else 'OVER 1e-2'}")
-        if c.get("compile"):
-            row.append(_f(r["warmup_s"][0], 1) if r.get("warmup_s") else "-")
-        rows.append(row)
-    lines = ["# litvit bench: models", ""] + [f"- {h}" for h in header(record)] + ["", _table(cols, rows), ""]
+        cols.append(("first call (s)", lambda r: _f(r["warmup_s"][0], 1) if r.get("warmup_s") else "-"))
     note = (
         "Bold: litvit models. img/s: batch / median step time (min–max over all timed steps). Ratios vs the "
         "reference are medians of per-round ratios (min–max over rounds). % matmul peak: img/s x 2 x MACs per "
         "image of the step / measured matmul FLOP/s."
     )
-    if memory:
+    if c.get("memory"):
         note += (
             " Peak RSS: the fresh process's peak (imports included); running peak: its peak while the steps ran; "
             "step MB/img: running peak above the built model, per image."
         )
-    lines += [note, ""]
-    return "\n".join(lines)
+    return _markdown("# litvit bench: models", header(record), _table(cols, record["results"]), note)
 
 
 def attention_markdown(record: Dict[str, Any]) -> str:
     c = record["config"]
-    cols = ["layer", "tokens", "GMACs/img", "params (M)", "img/s", "img/s min–max", "ms/batch"]
-    cols += ["vs matmul HiLo", "vs HiLo", "% matmul peak"]
-    if c.get("memory"):
-        cols += ["peak RSS (MB)", "over baseline (MB)", "running peak (MB)", "step MB/img"]
-        if any("cuda_peak_mb" in r.get("memory", {}) for r in record["results"]):
-            cols += ["GPU peak (MB)", "GPU step MB/img"]
-    rows = []
-    for r in sorted(record["results"], key=lambda r: (r["tokens"], r["size"], r["layer"])):
-        name = r["label"] + (f", sr {r['sr_ratio']}" if "sr_ratio" in r else "")
-        name = f"**{name}**" if r["layer"] == "hilo" else name
-        row = [name, f"{r['size'][0]}x{r['size'][1]}", _f(r["gmacs_per_image"], 3), _f(r["params_m"], 2)]
-        row += [_f(r["throughput"]["img_s"]["median"]), _range(r["throughput"]["img_s"])]
-        row.append(_f(r["throughput"]["summary_s"]["median"] * 1e3, 1))
-        row += [_ratio(r.get("vs_hilo_matmul")), _ratio(r.get("vs_hilo"))]
-        row.append(_f(100 * r["peak_fraction"], 1) + "%")
-        if c.get("memory"):
-            mem = r.get("memory", {})
-            row += [_f(mem.get("peak_rss_mb"), 0), _f(mem.get("over_baseline_mb"), 0)]
-            row += [_f(mem.get("running_peak_mb"), 0), _f(mem.get("step_rss_per_image_mb"), 1)]
-            if "GPU peak (MB)" in cols:
-                row += [_f(mem.get("cuda_peak_mb"), 0), _f(mem.get("cuda_step_per_image_mb"), 1)]
-        rows.append(row)
-    lines = ["# litvit bench --attention", ""] + [f"- {h}" for h in header(record)]
-    lines.append(
-        f"- Layer: dim {c['dim']}, {c['heads']} heads; HiLo window {c['window']}, alpha {c['alpha']}; "
+
+    def name(r: Row) -> str:
+        text = r["label"] + (f", sr {r['sr_ratio']}" if "sr_ratio" in r else "")
+        return f"**{text}**" if r["layer"] == "hilo" else text
+
+    cols: List[Column] = [("layer", name), ("tokens", lambda r: f"{r['size'][0]}x{r['size'][1]}")]
+    cols += [("GMACs/img", lambda r: _f(r["gmacs_per_image"], 3)), ("params (M)", lambda r: _f(r["params_m"], 2))]
+    cols += [*THROUGHPUT, ("ms/batch", lambda r: _f(r["throughput"]["summary_s"]["median"] * 1e3, 1))]
+    cols += [
+        ("vs matmul HiLo", lambda r: _ratio(r.get("vs_hilo_matmul"))),
+        ("vs HiLo", lambda r: _ratio(r.get("vs_hilo"))),
+    ]
+    cols += [PEAK, *memory_columns(record)]
+    rows = sorted(record["results"], key=lambda r: (r["tokens"], r["size"], r["layer"]))
+    layer = (
+        f"Layer: dim {c['dim']}, {c['heads']} heads; HiLo window {c['window']}, alpha {c['alpha']}; "
         f"batch {c['batch_size']} maps of H x W tokens"
     )
-    lines += ["", _table(cols, rows), ""]
-    lines += [
+    note = (
         "vs matmul HiLo / vs HiLo: img/s ratio to those layers at the same size (median of per-round ratios, "
-        "min–max over rounds; > 1 is faster). GMACs/img: FlopCounterMode count of one forward on one map.",
-        "",
-    ]
-    return "\n".join(lines)
+        "min–max over rounds; > 1 is faster). GMACs/img: FlopCounterMode count of one forward on one map."
+    )
+    return _markdown("# litvit bench --attention", [*header(record), layer], _table(cols, rows), note)
 
 
-def plot_models(record: Dict[str, Any], path: Path) -> None:
-    import matplotlib
+def _markdown(title: str, header_lines: List[str], table: str, note: str) -> str:
+    return "\n".join([title, "", *(f"- {h}" for h in header_lines), "", table, "", note, ""])
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    c, m = record["config"], record["machine"]
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
-    results = record["results"]
+def _device(record: Dict[str, Any]) -> str:
+    m = record["machine"]
+    return m.get("gpu") or f"{m['cpu']}, {m['threads']} threads"
+
+
+def plot_models(record: Dict[str, Any], ax: Any) -> None:
+    """Throughput against GMACs, litvit's models and the peers in two colours, labels kept from overlapping."""
+    c, results = record["config"], record["results"]
     xmax = 1.15 * max(r["gmacs"] for r in results)
     ymax = 1.15 * max(r["throughput"]["img_s"]["max"] for r in results)
     for ours, color, marker, tag in ((True, "tab:red", "o", "litvit"), (False, "tab:blue", "s", "peers")):
         pts = [r for r in results if r["ours"] == ours]
-        if not pts:
-            continue
-        xs = [r["gmacs"] for r in pts]
-        ys = [r["throughput"]["img_s"]["median"] for r in pts]
-        lo = [y - r["throughput"]["img_s"]["min"] for y, r in zip(ys, pts)]
-        hi = [r["throughput"]["img_s"]["max"] - y for y, r in zip(ys, pts)]
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt=marker, color=color, label=tag, capsize=3, markersize=7)
+        if pts:
+            ips = [r["throughput"]["img_s"] for r in pts]
+            ys = [d["median"] for d in ips]
+            err = [[d["median"] - d["min"] for d in ips], [d["max"] - d["median"] for d in ips]]
+            xs = [r["gmacs"] for r in pts]
+            ax.errorbar(xs, ys, yerr=err, fmt=marker, color=color, label=tag, capsize=3, markersize=7)
     ax.set_xlim(0, xmax)
     ax.set_ylim(0, ymax)
     # Labels in axes-fraction coordinates, pushed down until they clear the labels already placed.
-    placed: List[tuple] = []
+    placed: List[Tuple[float, float]] = []
     for r in sorted(results, key=lambda r: -r["throughput"]["img_s"]["median"]):
         x, y = r["gmacs"], r["throughput"]["img_s"]["median"]
         fx, fy = x / xmax + 0.012, y / ymax + 0.012
@@ -195,65 +185,44 @@ def plot_models(record: Dict[str, Any], path: Path) -> None:
             fy -= 0.035
         placed.append((fx, fy))
         moved = abs(fy - (y / ymax + 0.012)) > 1e-9
-        ax.annotate(
-            r["label"],
-            (x, y),
-            xytext=(fx, fy),
-            textcoords="axes fraction",
-            fontsize=8,
-            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5} if moved else None,
-        )
+        arrow = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if moved else None
+        ax.annotate(r["label"], (x, y), xytext=(fx, fy), textcoords="axes fraction", fontsize=8, arrowprops=arrow)
     ax.set_xlabel("GMACs per image")
     ax.set_ylabel("throughput (img/s, median; bars min–max)")
-    dev = m.get("gpu") or f"{m['cpu']}, {m['threads']} threads"
-    ax.set_title(f"{c['mode']} {c['dtype']} batch {c['batch_size']} @ {c['img_size']} — {dev}", fontsize=9)
+    title = f"{c['mode']} {c['dtype']} batch {c['batch_size']} @ {c['img_size']} — {_device(record)}"
+    ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
-def plot_attention(record: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c, m = record["config"], record["machine"]
-    sizes = [tuple(s) for s in c["sizes"]]
-    layers = list(c["layers"])
+def plot_attention(record: Dict[str, Any], ax: Any) -> None:
+    """img/s per token grid (log scale), one bar per layer."""
+    c = record["config"]
+    sizes, layers = [tuple(s) for s in c["sizes"]], list(c["layers"])
     by_key = {(r["layer"], tuple(r["size"])): r for r in record["results"]}
-    fig, ax = plt.subplots(figsize=(8.0, 4.8), dpi=120)
     width = 0.8 / max(1, len(layers))
     for j, name in enumerate(layers):
-        xs, ys, lo, hi = [], [], [], []
-        for i, s in enumerate(sizes):
-            r = by_key.get((name, s))
-            if r is None:
-                continue
-            ips = r["throughput"]["img_s"]
-            xs.append(i + (j - (len(layers) - 1) / 2) * width)
-            ys.append(ips["median"])
-            lo.append(ips["median"] - ips["min"])
-            hi.append(ips["max"] - ips["median"])
+        found = [(i, by_key[(name, s)]["throughput"]["img_s"]) for i, s in enumerate(sizes) if (name, s) in by_key]
+        xs = [i + (j - (len(layers) - 1) / 2) * width for i, _ in found]
+        ys = [d["median"] for _, d in found]
+        err = [[d["median"] - d["min"] for _, d in found], [d["max"] - d["median"] for _, d in found]]
         label = next((r["label"] for (n, _), r in by_key.items() if n == name), name)
-        ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=2, label=label)
+        ax.bar(xs, ys, width=width, yerr=err, capsize=2, label=label)
     ax.set_xticks(range(len(sizes)))
     ax.set_xticklabels([f"{h}x{w} tokens" for h, w in sizes])
     ax.set_yscale("log")
     ax.set_ylabel("img/s (median, log scale; bars min–max)")
-    dev = m.get("gpu") or f"{m['cpu']}, {m['threads']} threads"
-    ax.set_title(
-        f"attention layer dim {c['dim']}, {c['heads']} heads — {c['mode']} {c['dtype']} batch {c['batch_size']} — "
-        f"{dev}",
-        fontsize=9,
-    )
+    run = f"{c['mode']} {c['dtype']} batch {c['batch_size']}"
+    ax.set_title(f"attention layer dim {c['dim']}, {c['heads']} heads — {run} — {_device(record)}", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+
+
+# record kind -> (table, plot, figure size)
+OUTPUTS = {
+    "models": (models_markdown, plot_models, (7.5, 5.0)),
+    "attention": (attention_markdown, plot_attention, (8.0, 4.8)),
+}
 
 
 def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> Dict[str, Path]:
@@ -263,16 +232,23 @@ def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> D
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BenchError(f"cannot create output folder {str(out_dir)!r} ({e.strerror}): pick another --out") from None
-    attention = record["kind"] == "attention"
+    markdown, draw, figsize = OUTPUTS[record["kind"]]
     paths = {"table": out_dir / "table.md", "json": out_dir / "results.json", "plot": out_dir / "plot.png"}
-    paths["table"].write_text(attention_markdown(record) if attention else models_markdown(record))
+    paths["table"].write_text(markdown(record))
     paths["json"].write_text(json.dumps(record, indent=1, default=str) + "\n")
-    if plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise BenchError("the plot needs matplotlib: pip install 'litvit[bench]' (or matplotlib)") from None
-        (plot_attention if attention else plot_models)(record, paths["plot"])
-    else:
+    if not plot:
         del paths["plot"]
+        return paths
+    try:
+        import matplotlib
+    except ImportError:
+        raise BenchError("the plot needs matplotlib: pip install 'litvit[bench]' (or matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize, dpi=120)
+    draw(record, ax)
+    fig.tight_layout()
+    fig.savefig(paths["plot"])
+    plt.close(fig)
     return paths

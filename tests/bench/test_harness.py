@@ -1,17 +1,11 @@
-"""The measurement core: statistics, interleaving order, timing on a fake clock, small helpers."""
+"""The harness's parts: statistics, interleaving order, timing on a fake clock, sizes, command line, MAC counts."""
 
 import pytest
 
-from litvit.bench.core import (
-    BenchError,
-    command_line,
-    interleave,
-    matmul_record,
-    parse_sizes,
-    rate_summary,
-    round_order,
-    summarize,
-)
+from litvit.bench.config import parse_sizes
+from litvit.bench.machine import command_line
+from litvit.bench.timing import interleave, matmul_record, rate_summary, round_order, summarize
+from litvit.errors import BenchError
 
 
 class FakeClock:
@@ -131,7 +125,7 @@ def test_train_macs_count_grouped_conv_backward_as_twice_the_forward():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from litvit.bench.models import counted_flops
+    from litvit.bench.subject import counted_flops
 
     for groups in (1, 64):
         conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=groups)

@@ -1,0 +1,77 @@
+"""The machine a benchmark ran on, for the record: CPU, cores, load, versions, threads, environment, command line.
+
+Timings mean little without it, and a busy machine (other jobs on the same cores) is worth a warning up front.
+"""
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> Optional[List[float]]:
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def busy_warning(threads: int) -> Optional[str]:
+    """A warning when other processes keep the CPU busy (1-min load average + our threads > cores)."""
+    load, cores = load_average(), os.cpu_count() or 1
+    if load is None or load[0] + threads <= cores + 0.5:
+        return None
+    hint = "" if os.environ.get("OMP_WAIT_POLICY") else "; OMP_WAIT_POLICY=PASSIVE avoids spin-wait collapse"
+    return f"machine busy (1-min load {load[0]:.2f} on {cores} cores, {threads} threads here): timings are noisy{hint}"
+
+
+def command_line(argv: Optional[Sequence[str]] = None) -> str:
+    """The command as typed: `litvit ...` for the entry point, `python PATH ...` for scripts (path made relative)."""
+    args = list(sys.argv if argv is None else argv)
+    if not args:
+        return ""
+    if os.path.basename(args[0]) == "litvit":
+        args[0] = "litvit"
+    elif args[0].endswith(".py"):
+        rel = os.path.relpath(args[0])
+        args[0] = "python " + (rel if not rel.startswith("..") else args[0])
+    return " ".join([args[0]] + [shlex.quote(a) for a in args[1:]])
+
+
+def machine_info(device: Any, threads: int) -> Dict[str, Any]:
+    """The record's `machine` entry (torch.device `device`)."""
+    import timm
+    import torch
+
+    from .. import __version__ as litvit_version
+
+    info: Dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average_end": load_average(),
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("OMP_", "MKL_", "KMP_", "GOMP_"))},
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "threads": threads,
+        "device": str(device),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(),
+        "litvit": litvit_version,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info

@@ -1,0 +1,128 @@
+"""The one benchmark runner, for models and for attention layers alike.
+
+validate the config -> resolve device, precision and threads -> build every subject (and count its MACs) ->
+interleave the timed steps with the matmul-peak probe -> peak memory in fresh processes -> ratios -> the record
+(JSON-ready; `report.write_outputs` turns it into table.md, results.json and plot.png).
+"""
+
+import shutil
+import sys
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from ..errors import BenchError, LitvitError, one_line
+from ..runtime import autocast_dtype, precision_name, resolve_device, set_threads
+from .attention import LayerKind
+from .config import BenchConfig, check_counts, record_config
+from .machine import busy_warning, load_average, machine_info
+from .memory import measure_children
+from .models import ModelKind
+from .subject import Kind, Spec, build_subject, make_step
+from .timing import Times, flatten, rate_summary, summarize, time_with_matmul_peak
+
+Say = Callable[[str], None]
+KINDS: Dict[str, Kind] = {"model": ModelKind(), "layer": LayerKind()}  # by a subject spec's "kind"
+
+
+def kind_of(cfg: BenchConfig) -> Kind:
+    return KINDS["layer" if cfg.attention else "model"]
+
+
+def prepare(cfg: BenchConfig) -> Tuple[BenchConfig, torch.device, Optional[torch.dtype]]:
+    """Check `cfg` before anything is built; returns it with batch size, precision and device resolved."""
+    check_counts(cfg)
+    device = resolve_device(cfg.device)
+    amp = autocast_dtype(cfg.dtype, device)
+    if cfg.compile and device.type == "cpu" and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        raise BenchError("--compile on CPU needs a C/C++ compiler (gcc or clang) on PATH; install one or drop it")
+    batch = cfg.batch_size or (64 if device.type == "cuda" else kind_of(cfg).cpu_batch)
+    cfg = replace(cfg, batch_size=batch, dtype=precision_name(amp), device=str(device))
+    return kind_of(cfg).validate(cfg), device, amp
+
+
+def printer(verbose: bool) -> Say:
+    def say(msg: str) -> None:
+        if verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    return say
+
+
+def build_tasks(
+    kind: Kind, specs: List[Spec], cfg: BenchConfig, device: torch.device, amp: Optional[torch.dtype], say: Say
+) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Callable[[], Any]]]:
+    """Every subject built, described and turned into its timed step(s): (rows, tasks), both by subject key."""
+    rows: Dict[str, Dict[str, Any]] = {}
+    tasks: Dict[str, Callable[[], Any]] = {}
+    inputs: Dict[Tuple[int, ...], torch.Tensor] = {}
+    for spec in specs:
+        say(f"building {kind.key(spec)}")
+        try:
+            subject = build_subject(kind, spec, int(cfg.batch_size), device, cfg.mode, inputs)  # type: ignore[arg-type]
+            rows[subject.key] = kind.describe(subject, cfg, amp)
+        except (ValueError, AssertionError, RuntimeError) as e:
+            if isinstance(e, LitvitError):
+                raise
+            raise BenchError(kind.cannot_run(spec, one_line(e))) from None
+        module = torch.compile(subject.module, dynamic=False) if cfg.compile else subject.module
+        tasks[subject.key] = make_step(module, subject.x, cfg.mode, amp, kind.loss(), kind.per_call_mode)
+        if kind.latency and cfg.latency:
+            tasks[f"{subject.key}@latency"] = make_step(module, subject.x[:1].clone(), "infer", amp)
+    return rows, tasks
+
+
+def add_timings(
+    rows: Dict[str, Dict[str, Any]], raw: Dict[str, Times], warm: Dict[str, List[float]], batch: int, peak_flops: float
+) -> None:
+    """Each row's warm-up times, throughput (img/s), share of the matmul peak and, where timed, batch-1 latency."""
+    for key, row in rows.items():
+        flat = flatten(raw[key])
+        row["warmup_s"] = warm.get(key, [])
+        row["throughput"] = {
+            "times_s": raw[key],
+            "summary_s": summarize(flat).as_dict(),
+            "img_s": rate_summary(flat, batch),
+        }
+        row["peak_fraction"] = row["throughput"]["img_s"]["median"] * 2 * row["macs_step_per_image"] / peak_flops
+        if f"{key}@latency" in raw:
+            lat = raw[f"{key}@latency"]
+            s = summarize(flatten(lat))
+            ms = {"median": s.median * 1e3, "min": s.min * 1e3, "max": s.max * 1e3}
+            row["latency"] = {"times_s": lat, "summary_s": s.as_dict(), "ms": ms}
+
+
+def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
+    """Run the benchmark `cfg` asks for; returns the JSON-ready record (see docs/performance.md for the fields)."""
+    cfg, device, amp = prepare(cfg)
+    kind = kind_of(cfg)
+    threads = set_threads(cfg.threads)
+    say = printer(cfg.verbose)
+    load_start, busy = load_average(), busy_warning(threads)
+    if busy:
+        say(f"litvit bench: warning: {busy}")
+    specs = kind.specs(cfg)
+    rows, tasks = build_tasks(kind, specs, cfg, device, amp, say)
+    say(f"timing {len(rows)} subjects: {cfg.rounds} rounds x {cfg.repeats} repeats after {cfg.warmup} warm-up")
+    raw, warm, matmul = time_with_matmul_peak(tasks, device, cfg.rounds, cfg.repeats, cfg.warmup, cfg.matmul_n, say)
+    add_timings(rows, raw, warm, int(cfg.batch_size), matmul["gflops_median"] * 1e9)  # type: ignore[arg-type]
+    memory: Dict[str, Any] = {}
+    if cfg.memory:
+        say("peak memory: one fresh process per subject")
+        run = {k: getattr(cfg, k) for k in ("batch_size", "dtype", "mode", "device", "threads", "compile")}
+        memory["baseline"], mem_rows = measure_children(specs, run, jobs=cfg.memory_jobs)
+        for row, mem in zip(rows.values(), mem_rows):
+            row["memory"] = mem
+    kind.compare(rows, raw, cfg)
+
+    machine = machine_info(device, threads)
+    machine.update(load_average_start=load_start, busy_warning=busy)
+    return {
+        "kind": kind.record,
+        "machine": machine,
+        "config": record_config(cfg, threads=threads),
+        "matmul": matmul,
+        "memory": memory,
+        "results": list(rows.values()),
+    }
