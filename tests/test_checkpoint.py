@@ -12,11 +12,11 @@ import torch
 from safetensors import safe_open
 
 import litvit  # noqa: F401
-from litvit.checkpoint import CheckpointError, identify, read_checkpoint, unwrap_state_dict
+from litvit.checkpoint import CheckpointError, read_checkpoint, unwrap_state_dict
 from litvit.cli import main as cli
 from litvit.convert import convert_checkpoint
-from litvit.models import LITv2, create_backbone
-from litvit.models.litv2 import ALPHA_TAGS
+from litvit.models import LITv2, create_backbone, identify
+from litvit.variants import ALPHA_TAGS
 
 FIXTURES = Path(__file__).parent / "data" / "official"
 
@@ -110,7 +110,10 @@ def test_fine_tune_to_own_classes_keeps_backbone(tmp_path):
     reference = timm.create_model("litv2_s")
     path = tmp_path / "litv2_s.pth"
     torch.save({"model": reference.state_dict()}, path)
-    model = timm.create_model("litv2_s", pretrained=True, num_classes=37, pretrained_cfg_overlay=dict(file=str(path)))
+    with pytest.warns(UserWarning, match=r"1000 classes and the model 37: .*freshly initialised \(fine-tuning\)"):
+        model = timm.create_model(
+            "litv2_s", pretrained=True, num_classes=37, pretrained_cfg_overlay=dict(file=str(path))
+        )
     assert model.head.weight.shape == (37, 768)
     ours, theirs = model.state_dict(), reference.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs if not k.startswith("head."))
@@ -210,7 +213,7 @@ def test_unreadable_files_are_named(tmp_path):
     torch.save({"model": timm.create_model("lit_ti").state_dict()}, good)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match=r"truncated, corrupt or not a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"not a PyTorch checkpoint, or it is truncated or corrupt"):
         read_checkpoint(truncated)
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
@@ -218,7 +221,7 @@ def test_unreadable_files_are_named(tmp_path):
         read_checkpoint(text)
     bad_st = tmp_path / "bad.safetensors"
     bad_st.write_bytes(b"\x00" * 64)
-    with pytest.raises(CheckpointError, match=r"not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match=r"not a safetensors file, or it is truncated or corrupt"):
         read_checkpoint(bad_st)
     with pytest.raises(FileNotFoundError, match=r"does not exist"):
         read_checkpoint(tmp_path / "nope.pth")

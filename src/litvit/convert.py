@@ -6,16 +6,15 @@ same message), and the result is written atomically with the model's name and ke
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import timm
 import torch
 
-from .checkpoint import CheckpointError, PathLike, identify, read_checkpoint, unwrap_state_dict
-from .models.backbones import create_backbone
+from .checkpoint import PathLike, atomic_write, read_checkpoint, unwrap_state_dict
+from .errors import CheckpointError, CheckpointSaveError, ConfigError
+from .models import create_backbone, identify
 
 
 def convert_checkpoint(
@@ -32,10 +31,10 @@ def convert_checkpoint(
     """
     dst = Path(dst)
     if dst.suffix != ".safetensors":
-        raise ValueError(f"the destination must end in .safetensors, got {str(dst)!r}")
+        raise ConfigError(f"the destination must end in .safetensors, got {str(dst)!r}")
     if model_name is None:
         if backbone is not None:
-            raise ValueError("converting a dense backbone needs the model name (--model litv2_s, lit_s or lit_ti)")
+            raise ConfigError("converting a dense backbone needs the model name (--model litv2_s, lit_s or lit_ti)")
         found = identify(unwrap_state_dict(read_checkpoint(src)))
         if found is None:
             raise CheckpointError(
@@ -45,10 +44,14 @@ def convert_checkpoint(
         kwargs = {**kwargs, **model_kwargs}
     else:
         kwargs = dict(model_kwargs)
-    if backbone:
-        model = create_backbone(model_name, task=backbone, **kwargs)
-    else:
-        model = timm.create_model(model_name, **kwargs)
+    try:
+        model = (
+            create_backbone(model_name, task=backbone, **kwargs)
+            if backbone
+            else timm.create_model(model_name, **kwargs)
+        )
+    except (ValueError, RuntimeError) as e:  # a bad --model / --alpha: timm says "Unknown model", litvit ValueError
+        raise ConfigError(f"cannot build {model_name}: {e}") from e
     model.load_pretrained(str(src))
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {
@@ -63,18 +66,11 @@ def convert_checkpoint(
 
 
 def write_safetensors_atomic(tensors: Dict[str, torch.Tensor], dst: PathLike, metadata: Dict[str, str]) -> None:
-    """Write to a temporary file in the destination folder, fsync, then rename: `dst` is never half-written."""
+    """Write `dst` through `checkpoint.atomic_write` (never half-written); a failed write (full disk, permissions)
+    raises `CheckpointSaveError`, an OSError with the errno."""
     from safetensors.torch import save_file
 
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        atomic_write(dst, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    except OSError as e:
+        raise CheckpointSaveError(e.errno or 0, f"{e.strerror or e}; a file already there is unchanged") from e

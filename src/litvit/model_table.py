@@ -1,41 +1,43 @@
-"""The model table of README.md, computed from the code (parameters, official and measured GMACs)."""
+"""The model table of README.md, computed from the code (parameters, official and measured GMACs).
+
+Its rows are `litvit.variants.VARIANTS`, each at its default resolution (its pretrained config's, unless the row
+sets `img_size`): nothing here lists models.
+"""
 
 from typing import Dict, List, Optional
 
 import timm
 import torch
 
-from .flops import count_macs, official_flops
+from .flops import count_macs
+from .variants import VARIANTS
 
-# (timm name, creation keywords, label, ImageNet-1K top-1 reported by the official READMEs)
-TABLE_MODELS = [
-    ("litv2_s", {}, "LITv2-S", 82.0),
-    ("litv2_m", {}, "LITv2-M", 83.3),
-    ("litv2_b", {}, "LITv2-B", 83.6),
-    ("litv2_b", {"img_size": 384}, "LITv2-B 384", 84.7),
-    ("lit_ti", {}, "LIT-Ti", 81.1),
-    ("lit_s", {}, "LIT-S", 81.5),
-    ("lit_m", {}, "LIT-M", 83.0),
-    ("lit_b", {}, "LIT-B", 83.4),
-]
+TABLE_MODELS = VARIANTS  # one row per variant: label, timm name and keywords, paper top-1 (None: no weights)
+
+
+def _gmacs(macs: float) -> str:
+    """GMACs with two decimals; two significant digits for the tiny models (no row reads 0.00)."""
+    g = macs / 1e9
+    return f"{g:.2f}" if g >= 0.1 else f"{g:.2g}"
 
 
 def model_rows(measured: bool = False) -> List[Dict[str, object]]:
     rows = []
-    for name, kwargs, label, top1 in TABLE_MODELS:
+    for v in TABLE_MODELS:
         with torch.device("meta"):
-            meta = timm.create_model(name, **kwargs)
-        size = kwargs.get("img_size", 224)
+            meta = timm.create_model(v.name, **v.kwargs)
+        size = v.kwargs.get("img_size") or meta.pretrained_cfg["input_size"][-1]
+        official = getattr(meta, "flops", None)  # LIT-Ti's code base has no official flops() formula
         row: Dict[str, object] = {
-            "model": label,
-            "timm name": name + ("" if not kwargs else f" (img_size={size})"),
+            "model": v.label,
+            "timm name": v.title,
             "img": size,
             "params (M)": f"{sum(p.numel() for p in meta.parameters()) / 1e6:.2f}",
-            "GMACs (official flops())": "-" if name == "lit_ti" else f"{official_flops(meta) / 1e9:.2f}",
-            "top-1 (paper)": f"{top1:.1f}",
+            "GMACs (official flops())": "-" if official is None else _gmacs(official(size)),
+            "top-1 (paper)": "-" if v.top1 is None else f"{v.top1:.1f}",
         }
         if measured:
-            row["GMACs (measured)"] = f"{count_macs(timm.create_model(name, **kwargs), size) / 1e9:.2f}"
+            row["GMACs (measured)"] = _gmacs(count_macs(timm.create_model(v.name, **v.kwargs), size))
         rows.append(row)
     return rows
 

@@ -84,7 +84,7 @@ def test_bad_input_is_refused_clearly(kind, x, exc, match):
         (dict(alpha=1.5), r"alpha must be a number in \[0, 1\].*1\.5"),
         (dict(alpha=-0.1), r"alpha.*-0\.1"),
         (dict(local_ws=(0, 0, 0, 1)), r"local_ws\[2\].*>= 1.*0"),
-        (dict(local_ws=(0, 0, 2)), r"local_ws .*one entry per stage"),
+        (dict(local_ws=(0, 0, 2)), r"local_ws needs one window per stage \(4 stages\).*\(0, 0, 2\)"),
         (dict(num_heads=(1, 2, 4, 7)), r"dim \(128\) must be divisible by num_heads \(7\)"),
         (dict(num_classes=-1), r"num_classes.*-1"),
         (dict(drop_path_rate=1.5), r"drop_path_rate.*1\.5"),
@@ -98,6 +98,52 @@ def test_bad_constructor_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         LITv2(**args)
+
+
+# Per-stage arguments given as an int, or with the wrong length, for every family and through timm: one line that
+# names the argument and shows what it needs (before: `TypeError: object of type 'int' has no len()`).
+PER_STAGE_CASES = [
+    ("litv2_s", dict(local_ws=0), r"^local_ws needs one window per stage \(4 stages\), e\.g\. \(0, 0, 2, 1\); got 0$"),
+    ("litv2_s", dict(has_msa=1), r"^has_msa needs one flag .* per stage \(4 stages\), e\.g\. \(0, 0, 1, 1\); got 1$"),
+    ("litv2_s", dict(has_msa=(0, 1, 1)), r"^has_msa needs one flag .*\(4 stages\).*got \(0, 1, 1\)$"),
+    ("litv2_s", dict(depths=2), r"^depths needs one block count per stage, e\.g\. \(2, 2, 6, 2\); got 2$"),
+    ("litv2_s", dict(num_heads=3), r"^num_heads needs one head count per stage \(4 stages\).*got 3$"),
+    ("litv2_s", dict(depths=(2, 2, 6)), r"^num_heads needs one head count per stage \(3 stages\); got"),
+    ("litv2_s", dict(depths=()), r"^depths needs one block count per stage.*got \(\)$"),
+    ("lit_s", dict(has_msa=0), r"^has_msa needs one flag .*\(4 stages\).*got 0$"),
+    ("lit_s", dict(depths=2), r"^depths needs one block count per stage.*got 2$"),
+    ("lit_s", dict(num_heads=(3, 6)), r"^num_heads needs one head count per stage \(4 stages\).*got \(3, 6\)$"),
+    ("lit_ti", dict(has_msa=1), r"^has_msa needs one flag .*\(4 stages\).*got 1$"),
+    ("lit_ti", dict(depths=3), r"^depths needs one block count per stage \(4 stages\), e\.g\. \(3, 4, 6, 3\); got 3$"),
+    ("lit_ti", dict(num_heads=(1, 2, 5)), r"^num_heads needs one head count per stage.*got \(1, 2, 5\)$"),
+    ("lit_ti", dict(embed_dims=64), r"^embed_dims needs one channel count per stage.*got 64$"),
+    ("lit_ti", dict(mlp_ratios=4), r"^mlp_ratios needs one FFN ratio per stage.*got 4$"),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "match"), PER_STAGE_CASES)
+def test_per_stage_arguments_are_checked(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        timm.create_model(name, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: LITv2Backbone(task="seg", local_ws=1),
+        lambda: LITBackbone(task="det", has_msa=1),
+        lambda: LITTiBackbone(depths=3),
+    ],
+)
+def test_per_stage_arguments_are_checked_in_backbones(build):
+    with pytest.raises(ValueError, match=r"needs one .* per stage"):
+        build()
+
+
+def test_per_stage_arguments_accept_lists_and_tuples():
+    a = LITv2(**dict(TINY, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]), local_ws=[0, 0, 2, 1], has_msa=[0, 0, 1, 1])
+    b = LITv2(**TINY)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
 
 
 def test_constructor_keywords_take_effect():

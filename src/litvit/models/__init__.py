@@ -1,5 +1,6 @@
 """LIT, LIT-Ti and LITv2 models; importing this registers them with timm."""
 
+from ._loading import identify, load_into
 from .backbones import BACKBONES, create_backbone
 from .lit import LIT, LITBackbone
 from .lit_ti import LITTi, LITTiBackbone
@@ -14,4 +15,6 @@ __all__ = [
     "LITv2",
     "LITv2Backbone",
     "create_backbone",
+    "identify",
+    "load_into",
 ]

@@ -1,6 +1,12 @@
-"""Pieces every model file uses: checkpoint unwrapping, timm's pretrained-config defaults."""
+"""The timm glue every model file shares: pretrained-config defaults and the one `build_model` behind every
+`@register_model` entry point."""
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict, TypeVar
+
+from timm.models import build_model_with_cfg
+from torch import nn
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,3 +50,24 @@ def prefer_own_loader(kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if overlay and any(overlay.get(k) for k in ("file", "url")) and "custom_load" not in overlay:
         kwargs = dict(kwargs, pretrained_cfg_overlay=dict(overlay, custom_load=True))
     return kwargs
+
+
+def build_model(
+    model_cls: Callable[..., ModelT],
+    variant: str,
+    pretrained: bool,
+    filter_fn: Callable[[Dict[str, Any], nn.Module], Dict[str, Any]],
+    **kwargs: Any,
+) -> ModelT:
+    """timm's `build_model_with_cfg` for a litvit classifier: weights through the model's own loader, and
+    `features_only=True` served by `forward_intermediates` (timm's getter feature wrapper)."""
+    kwargs = prefer_own_loader(kwargs)
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    return build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_filter_fn=filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        **kwargs,
+    )

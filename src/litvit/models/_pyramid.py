@@ -5,11 +5,17 @@ A stage's feature is its map *after its blocks and before its DTM* (the official
 stage module returns both: the feature and the merged map that feeds the next stage. Maps are channels-last
 (B, H, W, C) from the patch embedding to the head; only the features handed out by `forward_intermediates` and the
 dense backbones are converted to NCHW.
+
+The trunk owns every keyword the LIT / LITv2 classifiers and backbones have in common (documented once, on
+`PyramidTrunk`); a family adds only its block builder (`hilo_blocks`, `relpos_blocks`) and its own keywords. The
+stage geometry, per-stage argument checks and timm's factory keywords here serve LIT-Ti too, so that the model files
+never import each other.
 """
 
 import contextlib
 import functools
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+import math
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.layers import trunc_normal_
@@ -23,6 +29,22 @@ from ..layers.patch_embed import PatchEmbed
 
 # make_block(stage_index, dim, num_heads, drop_path) -> block module
 BlockFactory = Callable[[int, int, int, float], nn.Module]
+
+
+class BlockOptions(NamedTuple):
+    """The block keywords LIT-S/M/B and LITv2 share, as the trunk hands them to a family's block builder."""
+
+    num_stages: int
+    patch_size: int
+    has_msa: Tuple[int, ...]
+    mlp_ratio: float
+    qkv_bias: bool
+    qk_scale: Optional[float]
+    drop_rate: float
+
+
+# make_blocks(options) -> make_block: a family's blocks (HiLo for LITv2, relative-position MSA for LIT-S/M/B)
+BlocksBuilder = Callable[[BlockOptions], BlockFactory]
 
 
 def to_2tuple_size(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -48,6 +70,39 @@ def init_linear_and_norm(module: nn.Module) -> None:
 def min_input_size(patch_size: int, num_merges: int) -> int:
     """Smallest image side that leaves at least a 2x2 map before every 2x2 token merge."""
     return patch_size * (2**num_merges - 1) + 1
+
+
+def stage_grid_sizes(img_size: Tuple[int, int], patch_size: int, num_stages: int) -> List[Tuple[int, int]]:
+    """Token-map side of every stage for an image: ceil(side / patch), then halved (floored) per token merge."""
+    h, w = math.ceil(img_size[0] / patch_size), math.ceil(img_size[1] / patch_size)
+    sizes = []
+    for _ in range(num_stages):
+        sizes.append((h, w))
+        h, w = h // 2, w // 2
+    return sizes
+
+
+def per_stage(name: str, value: Any, num_stages: Optional[int], what: str, example: Sequence[Any]) -> Tuple[Any, ...]:
+    """`value` as a tuple of one entry per stage, else a one-line ValueError naming the argument and the fix (an
+    int where a sequence belongs, a wrong length). `num_stages` None: any length >= 1 (`depths` sets the count)."""
+    items: Optional[Tuple[Any, ...]] = None
+    if not isinstance(value, (str, bytes)):
+        with contextlib.suppress(TypeError):
+            items = tuple(value)
+    if items and (num_stages is None or len(items) == num_stages):
+        return items
+    count = "" if num_stages is None else f" ({num_stages} stages)"
+    hint = f", e.g. {tuple(example)}" if num_stages in (None, len(example)) else ""
+    raise ValueError(f"{name} needs one {what} per stage{count}{hint}; got {value!r}")
+
+
+def dense_norm_indices(task: str, num_stages: int) -> Tuple[int, ...]:
+    """Which stage outputs the official dense code normalises: detection 1..3, segmentation all."""
+    if task == "det":
+        return tuple(range(1, num_stages))
+    if task == "seg":
+        return tuple(range(num_stages))
+    raise ValueError(f"task must be 'det' (detection backbone) or 'seg' (segmentation backbone), got {task!r}")
 
 
 def factory_kwargs(init: Callable) -> Callable:
@@ -97,27 +152,54 @@ class Stage(nn.Module):
 
 
 class PyramidTrunk(nn.Module):
-    """Patch embedding + four stages; subclasses add a head or output norms."""
+    """Patch embedding + four stages; subclasses add a head or output norms.
+
+    The keywords every LIT-S/M/B and LITv2 classifier and backbone takes are listed here once (defaults: LITv2-S /
+    LIT-S); the model classes pass them through `**kwargs`. `make_blocks` builds the family's blocks from them.
+
+    Args:
+        patch_size: side of the patch-embedding convolution (stride 4 in the released models).
+        in_chans: image channels.
+        embed_dim: channels of stage 0; each token merge doubles them.
+        depths: blocks per stage; its length is the number of stages.
+        num_heads: attention heads per stage.
+        has_msa: per stage, 1 for attention blocks, 0 for attention-free (FFN-only) blocks.
+        mlp_ratio: FFN hidden width / channels.
+        qkv_bias: bias in the query / key / value projections.
+        qk_scale: attention scale (default head_dim ** -0.5).
+        drop_rate: dropout in the FFN.
+        drop_path_rate: stochastic depth of the last block (linear from 0 over all blocks).
+        norm_layer: norm of the patch embedding and of the outputs (blocks always use LayerNorm, as officially).
+    """
 
     def __init__(
         self,
-        make_block: BlockFactory,
+        make_blocks: BlocksBuilder,
         patch_size: int = 4,
         in_chans: int = 3,
         embed_dim: int = 96,
         depths: Sequence[int] = (2, 2, 6, 2),
         num_heads: Sequence[int] = (3, 6, 12, 24),
-        drop_path_rate: float = 0.0,
+        has_msa: Sequence[int] = (0, 0, 1, 1),
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.2,
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
     ):
         super().__init__()
         check_positive_int("embed_dim", embed_dim)
-        if len(depths) != len(num_heads):
-            raise ValueError(f"depths ({list(depths)}) and num_heads ({list(num_heads)}) must have the same length")
+        depths = per_stage("depths", depths, None, "block count", (2, 2, 6, 2))
+        num_heads = per_stage("num_heads", num_heads, len(depths), "head count", (3, 6, 12, 24))
+        has_msa = per_stage("has_msa", has_msa, len(depths), "flag (1: attention, 0: none)", (0, 0, 1, 1))
         for d in depths:
             check_positive_int("every entry of depths", d)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        make_block = make_blocks(
+            BlockOptions(len(depths), patch_size, has_msa, mlp_ratio, qkv_bias, qk_scale, drop_rate)
+        )
         self.in_chans = in_chans
         self.patch_size = patch_size
         self.num_stages = len(depths)
@@ -163,22 +245,25 @@ class PyramidTrunk(nn.Module):
 
 
 class PyramidBackbone(PyramidTrunk):
-    """Dense backbone: four NCHW maps at strides 4, 8, 16, 32, stage i normed by `norm{i}` if i is in norm_indices."""
+    """Dense backbone of the official detection (`task='det'`: output norms `norm{i}` on stages 1-3) and
+    segmentation (`task='seg'`: stages 0-3) code: four NCHW maps at strides 4, 8, 16, 32, any input size."""
 
     def __init__(
         self,
-        make_block: BlockFactory,
-        norm_indices: Sequence[int] = (1, 2, 3),
+        make_blocks: BlocksBuilder,
+        task: str = "det",
         out_indices: Sequence[int] = (0, 1, 2, 3),
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
         **kwargs,
     ):
-        super().__init__(make_block, norm_layer=norm_layer, **kwargs)
-        for i in list(norm_indices) + list(out_indices):
+        dense_norm_indices(task, 1)  # a bad task fails before anything is built
+        super().__init__(make_blocks, norm_layer=norm_layer, **kwargs)
+        for i in out_indices:
             if not 0 <= i < self.num_stages:
-                raise ValueError(f"stage indices must be in 0..{self.num_stages - 1}, got {i}")
+                raise ValueError(f"out_indices must be in 0..{self.num_stages - 1}, got {i}")
+        self.task = task
         self.out_indices = tuple(out_indices)
-        self.norm_indices = tuple(norm_indices)
+        self.norm_indices = dense_norm_indices(task, self.num_stages)
         for i in range(self.num_stages):  # norm{i}: the official keys; Identity (no keys) where a stage is not normed
             self.add_module(f"norm{i}", norm_layer(self.embed_dims[i]) if i in self.norm_indices else nn.Identity())
 
@@ -198,13 +283,13 @@ class PyramidClassifier(PyramidTrunk):
 
     def __init__(
         self,
-        make_block: BlockFactory,
+        make_blocks: BlocksBuilder,
         num_classes: int = 1000,
         global_pool: str = "avg",
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
         **kwargs,
     ):
-        super().__init__(make_block, norm_layer=norm_layer, **kwargs)
+        super().__init__(make_blocks, norm_layer=norm_layer, **kwargs)
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
@@ -291,6 +376,13 @@ class PyramidClassifier(PyramidTrunk):
         for stage in self.layers:
             feat, x = stage(x)
         return self.norm(x)
+
+    @torch.jit.ignore
+    def flops(self, img_size: Union[int, Sequence[int], None] = None) -> int:
+        """The official `model.flops()` count (MACs) at `img_size` (default: the model's)."""
+        from ..flops import official_flops
+
+        return official_flops(self, img_size)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":

@@ -13,21 +13,29 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
-from ..checkpoint import load_into, strip_prefix, unwrap_state_dict
+from ..checkpoint import unwrap_state_dict
 from ..layers._checks import check_image, check_positive_int
 from ..layers.attention import Attention
 from ..layers.block import Block, MLPBlock
 from ..layers.dtm import DeformableTokenMerging
 from ..layers.ffn import Mlp
 from ..layers.patch_embed import PatchEmbed
-from ._helpers import LIT_PAPER, LIT_RELEASES, cfg, prefer_own_loader
-from ._pyramid import factory_kwargs, init_linear_and_norm, min_input_size, new_head, to_2tuple_size
-from .lit import stage_grid_sizes
+from ._helpers import LIT_PAPER, LIT_RELEASES, build_model, cfg
+from ._loading import backbone_weights, load_into
+from ._pyramid import (
+    factory_kwargs,
+    init_linear_and_norm,
+    min_input_size,
+    new_head,
+    per_stage,
+    stage_grid_sizes,
+    to_2tuple_size,
+)
 
 __all__ = ["LITTi", "LITTiBackbone"]
 
@@ -62,12 +70,12 @@ class _LITTiTrunk(nn.Module):
         drop_path_rate: float = 0.1,
     ):
         super().__init__()
-        n = len(depths)
-        if n != 4 or not len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(has_msa) == n:
-            raise ValueError(
-                "LIT-Ti has 4 stages: depths, embed_dims, num_heads, mlp_ratios and has_msa need 4 entries each, got "
-                f"{list(depths)}, {list(embed_dims)}, {list(num_heads)}, {list(mlp_ratios)}, {list(has_msa)}"
-            )
+        n = 4  # LIT-Ti's layout (flat per-stage module names, a class token in stage 4) has exactly four stages
+        depths = per_stage("depths", depths, n, "block count", (3, 4, 6, 3))
+        embed_dims = per_stage("embed_dims", embed_dims, n, "channel count", (64, 128, 320, 512))
+        num_heads = per_stage("num_heads", num_heads, n, "head count", (1, 2, 5, 8))
+        mlp_ratios = per_stage("mlp_ratios", mlp_ratios, n, "FFN ratio", (8, 8, 4, 4))
+        has_msa = per_stage("has_msa", has_msa, n, "flag (1: attention, 0: none)", (0, 0, 1, 1))
         for d in depths:
             check_positive_int("every entry of depths", d)
         if not 0.0 <= drop_path_rate < 1.0:
@@ -331,8 +339,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     """
     sd = unwrap_state_dict(state_dict)
     if isinstance(model, LITTiBackbone):
-        sd = strip_prefix(sd, "backbone.")
-        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm.", "cls_token"))}
+        sd = backbone_weights(sd, drop=("head.", "norm.", "cls_token"))
     own = model.state_dict()
     for i, grid in enumerate(model.grid_sizes):
         k = f"pos_embed{i + 1}"
@@ -346,19 +353,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
         resized = resize_pos_embed(sd[k][:, extra:], (side, side), grid[0], grid[1]).reshape(1, -1, sd[k].shape[-1])
         sd[k] = torch.cat([sd[k][:, :extra], resized], dim=1)
     return sd
-
-
-def _create_lit_ti(variant: str, pretrained: bool = False, **kwargs) -> LITTi:
-    kwargs = prefer_own_loader(kwargs)
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    return build_model_with_cfg(
-        LITTi,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
 
 
 default_cfgs = generate_default_cfgs(
@@ -380,4 +374,4 @@ LIT_TI_ARCH: Dict[str, Any] = dict(
 
 @register_model
 def lit_ti(pretrained: bool = False, **kwargs) -> LITTi:
-    return _create_lit_ti("lit_ti", pretrained, **dict(LIT_TI_ARCH, **kwargs))
+    return build_model(LITTi, "lit_ti", pretrained, checkpoint_filter_fn, **dict(LIT_TI_ARCH, **kwargs))
