@@ -4,13 +4,14 @@ import timm, litvit
 model = timm.create_model("litv2_s", num_classes=10)
 """
 
-from . import layers, models
-from .layers import HiLo
-from .models import LIT, LITBackbone, LITTi, LITTiBackbone, LITv2, LITv2Backbone, create_backbone
+import sys
+
+from .variants import released_names
 
 __version__ = "0.1.0"
 
-MODELS = ("litv2_s", "litv2_m", "litv2_b", "lit_ti", "lit_s", "lit_m", "lit_b")
+# The timm names with released ImageNet weights (from the one table of variants, litvit.variants).
+MODELS = released_names()
 
 __all__ = [
     "HiLo",
@@ -25,3 +26,10 @@ __all__ = [
     "layers",
     "models",
 ]
+
+# Importing litvit registers its models with timm. Only the `litvit` command's launcher (litvit_cli) defers that,
+# to answer `--help` without importing torch; it registers them itself before any command runs.
+if not getattr(sys.modules.get("litvit_cli"), "DEFER_MODELS", False):
+    from . import layers, models
+    from .layers import HiLo
+    from .models import LIT, LITBackbone, LITTi, LITTiBackbone, LITv2, LITv2Backbone, create_backbone

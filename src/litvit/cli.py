@@ -1,8 +1,19 @@
-"""`litvit` command line."""
+"""The `litvit` command: `litvit train | eval | bench | models | convert`.
+
+Each command's arguments live with its subpackage (`register(subparsers)` in litvit.train.cli, litvit.eval.cli,
+litvit.bench.cli); those modules import no torch, so `litvit --help` and every `--help` answer at once. Every
+command reports a `LitvitError` the same way: one line on stderr, the error's exit status (2 for bad input).
+"""
 
 import argparse
+import importlib
 import sys
 from typing import List, Optional
+
+from .command import run_command
+
+# Commands that live with their subpackage: each module has `register(subparsers)` adding its parser.
+COMMAND_MODULES = ("litvit.train.cli", "litvit.eval.cli", "litvit.bench.cli")
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -13,37 +24,20 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
     from .convert import convert_checkpoint
 
     kwargs = {} if args.alpha is None else {"alpha": args.alpha}
-    try:
-        name, used = convert_checkpoint(args.src, args.dst, args.model, backbone=args.backbone, **kwargs)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"litvit convert: {e}", file=sys.stderr)
-        return 2
+    name, used = convert_checkpoint(args.src, args.dst, args.model, backbone=args.backbone, **kwargs)
     extra = "".join(f", {k}={v}" for k, v in used.items())
     print(f"wrote {args.dst} ({name}{extra}{', ' + args.backbone + ' backbone' if args.backbone else ''})")
     return 0
 
 
-# Commands that live with their subpackage: each module has `register(subparsers)` adding its parser(s).
-COMMAND_MODULES = ("litvit.train.cli", "litvit.eval.cli", "litvit.bench.cli")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
     parser = argparse.ArgumentParser(prog="litvit", description="LIT and LITv2 vision transformers")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name and not name.startswith(str(e.name)):
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     models = sub.add_parser("models", help="print the table of models (parameters, GMACs, paper top-1)")
     models.add_argument(
         "--measured", action="store_true", help="also run each model once under torch's FlopCounterMode (slower)"
@@ -66,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return run_command(f"litvit {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,15 @@ __all__ = [
     "BadImageError",
     "BenchError",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "CheckpointSaveError",
     "ConfigError",
     "DataError",
     "DataNotFoundError",
     "LitvitError",
     "NonFiniteLossError",
+    "one_line",
+    "report",
 ]
 
 
@@ -33,6 +36,10 @@ class ConfigError(LitvitError, ValueError):
 
 class CheckpointError(LitvitError, ValueError):
     """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint file that does not exist."""
 
 
 class DataError(LitvitError, ValueError):
@@ -66,3 +73,23 @@ class NonFiniteLossError(LitvitError, RuntimeError):
     """The loss became NaN or infinite; the run stopped before applying that step."""
 
     exit_code = 1
+
+
+def one_line(e: BaseException) -> str:
+    """The message of `e` as one line; for an error re-raised from a data-loader worker, the original message."""
+    msg = str(e.strerror if isinstance(e, OSError) and e.strerror and not e.filename else e)
+    if "Original Traceback" in msg:
+        last = msg.strip().splitlines()[-1]
+        msg = last.partition(": ")[2] or last
+    return msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+
+
+def report(prog: str, e: LitvitError, rank: int = 0) -> int:
+    """Print `e` for command `prog` as one line on stderr (once, from rank 0, when every rank fails alike) and
+    return its exit status: what every litvit command does with a LitvitError."""
+    import sys
+
+    if rank == 0 or not e.same_on_all_ranks:
+        where = f" (rank {rank})" if rank else ""
+        print(f"{prog}{where}: {one_line(e)}", file=sys.stderr, flush=True)
+    return e.exit_code

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import ConfigError
+from .options import PRECISIONS
 
 __all__ = [
     "PRECISIONS",
@@ -33,11 +34,10 @@ __all__ = [
     "init_distributed",
     "precision_name",
     "resolve_device",
+    "seed_all",
     "set_threads",
     "synchronizer",
 ]
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "off")  # 'off' is the older spelling of fp32
 
 
 def resolve_device(device: Optional[str] = "auto", local_rank: int = 0) -> torch.device:
@@ -97,6 +97,17 @@ def synchronizer(device: torch.device) -> Optional[Callable[[], None]]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return None
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def set_threads(threads: Optional[int]) -> int:

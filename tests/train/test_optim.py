@@ -6,12 +6,10 @@ import pytest
 import timm
 import torch
 
-from litvit.train.config import build_config
-from litvit.train.distributed import DistInfo
-from litvit.train.engine import Trainer
+from litvit.tasks.classification import build_model
+from litvit.train.build import build_optimizer, build_scheduler
+from litvit.train.config import build_config, resolve_lrs
 from litvit.train.optim import official_param_groups
-
-from .helpers import make_tree
 
 
 def group_of(groups, model):
@@ -55,28 +53,19 @@ def test_lit_tables_and_lit_ti_cls_token():
     assert where["pos_embed1"] == 0  # LIT-Ti's position embeddings do get weight decay (spec 8.3)
 
 
-def test_trainer_optimizer_and_per_iteration_schedule(tmp_path):
-    data = make_tree(tmp_path / "data", per_class={"train": 8, "val": 1})
-    cfg = build_config(
-        "nano",
-        {
-            "data": str(data),
-            "batch_size": 4,
-            "epochs": 4,
-            "warmup_epochs": 1,
-            "output": str(tmp_path / "run"),
-            "workers": 0,
-        },
-    )
-    trainer = Trainer(cfg, DistInfo())
-    trainer.setup()
-    opt, sched = trainer.optimizer, trainer.scheduler
+def test_optimizer_and_per_iteration_schedule_without_data():
+    """The optimizer and schedule are plain functions of the settings and the model: no data tree needed."""
+    cfg = build_config("nano", {"batch_size": 4, "epochs": 4, "warmup_epochs": 1})
+    model = build_model(cfg, num_classes=3)
+    lrs = resolve_lrs(cfg, world_size=1)
+    per_epoch = 24 // 4  # 24 training images, batch 4
+    opt = build_optimizer(model, cfg, lrs["lr"])
+    sched, total_epochs = build_scheduler(opt, cfg, lrs, per_epoch)
+    assert total_epochs == 4
     assert isinstance(opt, torch.optim.AdamW)
     assert opt.defaults["eps"] == 1e-8 and opt.defaults["betas"] == (0.9, 0.999)
-    lr, warm, low = trainer.lrs["lr"], trainer.lrs["warmup_lr"], trainer.lrs["min_lr"]
+    lr, warm, low = lrs["lr"], lrs["warmup_lr"], lrs["min_lr"]
     assert lr == pytest.approx(1.6e-2 * 4 / 512) and low == pytest.approx(1.6e-4 * 4 / 512)
-    per_epoch = trainer.updates_per_epoch
-    assert per_epoch == 24 // 4
     lrs = []
     for t in range(4 * per_epoch + 1):
         sched.step_update(num_updates=t)

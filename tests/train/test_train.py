@@ -12,9 +12,9 @@ import timm
 import torch
 
 from litvit.cli import main
+from litvit.tasks.classification import build_model
 from litvit.train import checkpoint as ckpt_mod
 from litvit.train.config import build_config
-from litvit.train.engine import build_model
 
 from .helpers import FAST, load, make_tree
 

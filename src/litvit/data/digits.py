@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import DataError
+from ..errors import DataError
 
 DIGITS_CLASSES = [str(i) for i in range(10)]
 SPLIT_SEED = 0

@@ -14,11 +14,10 @@ from PIL import Image, UnidentifiedImageError
 from timm.data.readers.img_extensions import get_img_extensions
 from torch.utils.data import Dataset
 
-from .errors import BadImageError, DataError, DataNotFoundError
+from ..errors import BadImageError, DataError, DataNotFoundError
+from ..options import BAD_IMAGE_MODES
 
 Sample = Tuple[str, int]
-
-BAD_IMAGE_MODES = ("skip", "error")
 
 
 def image_extensions() -> Tuple[str, ...]:
@@ -97,7 +96,7 @@ def scan_image_folder(root: str, train_split: str = "train", val_split: str = "v
             f"the class folders of {train_split}/ and {val_split}/ in {root!r} differ ({'; '.join(parts)}): "
             "both splits need the same class folders"
         )
-    return {"train": train, "val": val, "classes": classes}
+    return {"train": train, "val": val, "classes": classes, "root": root}
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import DataError
 from .folder import BadImage
 
 Item = Tuple[int, int]  # (dataset index, augmentation seed)
@@ -112,8 +113,6 @@ class SeededDataset(Dataset):
                 return img, target, bad
             bad.append((img.path, img.reason))
         if self.substitute:
-            from .errors import DataError
-
             raise DataError(
                 f"{len(bad)} unreadable images in a row from {bad[0][0]!r}: the data set looks broken; check it "
                 "(or pass --bad-images error to stop at the first one)"

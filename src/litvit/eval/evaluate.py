@@ -1,125 +1,45 @@
-"""Top-1 / top-5 of a model on a validation set: sharded across torchrun ranks without padding, summed as counts,
-so the result does not depend on the batch size or the number of processes."""
+"""`litvit eval`: a model and its weights, the paper's eval transform, top-1 / top-5 over every rank.
+
+The metric itself is the classification task's (litvit.tasks.classification.evaluate), the data plumbing is
+litvit.data.build's, and a litvit training checkpoint is read through its format module (litvit.train.checkpoint).
+"""
 
 import os
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import timm
 import torch
-import torch.nn.functional as F
-from timm.utils import accuracy
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import CheckpointError, read_checkpoint, unwrap_state_dict
-from ..data import DataError, DigitsDataset, EpochSampler, ImageFileDataset, SeededDataset, ShardSampler, collate
-from ..data.folder import scan_split
-from ..train.distributed import all_gather_object, all_reduce_sum
+from .. import runtime as rt
+from ..checkpoint import unwrap_state_dict
+from ..data.build import default_workers, eval_loader, val_dataset
+from ..data.transforms import data_config, eval_transform
+from ..errors import CheckpointError, ConfigError, DataError
+from ..models import identify
+from ..tasks.classification import check_input_size, check_model_name, evaluate
+from ..train.checkpoint import is_train_checkpoint, read_any
 
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    amp_dtype: Optional[torch.dtype] = None,
-    channels_last: bool = False,
-) -> Dict[str, Any]:
-    """{'top1', 'top5' (percent), 'loss' (mean cross-entropy), 'images', 'bad': [(path, reason)]} over all ranks."""
-    was_training = model.training
-    model.eval()
-    stats = torch.zeros(4, dtype=torch.float64)  # top-1 hits, top-5 hits, images, summed loss
-    bad: List[Tuple[str, str]] = []
-    for images, targets, bad_here in loader:
-        bad += bad_here
-        if images is None:
-            continue
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images)
-        logits = logits.float()
-        n = targets.shape[0]
-        k = min(5, logits.shape[1])
-        top1, topk = accuracy(logits, targets, topk=(1, k))
-        stats += torch.tensor(
-            [
-                round(top1.item() * n / 100),
-                round(topk.item() * n / 100),
-                n,
-                F.cross_entropy(logits, targets, reduction="sum").item(),
-            ],
-            dtype=torch.float64,
-        )
-    stats = all_reduce_sum(stats.to(device)).cpu()
-    bad = [b for rank_bad in all_gather_object(bad) for b in rank_bad]
-    model.train(was_training)
-    n = int(stats[2].item())
-    if n == 0:
-        raise DataError("no readable validation image: every file failed to load (see the warnings above)")
-    return {
-        "top1": 100.0 * stats[0].item() / n,
-        "top5": 100.0 * stats[1].item() / n,
-        "loss": stats[3].item() / n,
-        "images": n,
-        "bad": bad,
-    }
+__all__ = ["evaluate", "load_eval_model", "run_eval"]
 
 
-def eval_loader(
-    dataset: Dataset, batch_size: int, workers: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False
-) -> DataLoader:
-    """Rank `rank`'s shard of `dataset` (indices rank, rank + world, ...), unreadable images dropped and counted."""
-    sampler = EpochSampler(ShardSampler(len(dataset), world_size, rank), seed=0, augment=False)
-    return DataLoader(
-        SeededDataset(dataset, substitute=False),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=pin_memory,
-        persistent_workers=workers > 0,
-    )
+def _released(model_name: str, kwargs: Dict[str, Any]) -> nn.Module:
+    """A model with its released weights (downloaded by timm), or an error that says to pass --checkpoint."""
+    check_model_name(model_name)
+    from timm.models import get_pretrained_cfg
 
-
-def val_dataset(
-    data: Optional[str],
-    transform: Any,
-    split: str = "val",
-    bad_images: str = "skip",
-    classes: Optional[Sequence[str]] = None,
-    img_size: int = 32,
-) -> Dataset:
-    """The embedded digits' val split (data None) or an ImageFolder val set: `data/split` if it exists, else `data`
-    itself. With `classes` (a litvit checkpoint's), folder names are mapped to those indices."""
-    if data is None:
-        return DigitsDataset("val", img_size=img_size, transform=transform)
-    root = Path(data)
-    if not root.exists():
-        raise FileNotFoundError(f"data folder {data!r} does not exist: pass the validation folder (or its parent)")
-    if (root / split).is_dir():
-        samples, names = scan_split(root, split)
-    else:
-        samples, names = scan_split(root.parent, root.name)
-    if classes is not None:
-        unknown = sorted(set(names) - set(classes))
-        if unknown:
-            raise DataError(
-                f"class folder(s) {', '.join(unknown[:5])} of {data!r} are not classes of the checkpoint (which knows "
-                f"{', '.join(list(classes)[:5])}{', ...' if len(classes) > 5 else ''}): evaluate on the same classes "
-                "it was trained on"
-            )
-        index = {name: i for i, name in enumerate(classes)}
-        samples = [(path, index[names[target]]) for path, target in samples]
-        names = list(classes)
-    return ImageFileDataset(samples, names, transform=transform, bad_images=bad_images)
-
-
-def is_train_checkpoint(ckpt: Any) -> bool:
-    return isinstance(ckpt, dict) and ckpt.get("format") == "litvit-train"
+    pcfg = get_pretrained_cfg(model_name)
+    if pcfg is None or not (pcfg.url or pcfg.hf_hub_id or pcfg.file):
+        raise ConfigError(f"{model_name} has no released weights to download: pass --checkpoint FILE")
+    try:
+        return timm.create_model(model_name, pretrained=True, **kwargs)
+    except (OSError, RuntimeError) as e:  # no network, a refused download, a corrupt cached file
+        raise CheckpointError(
+            f"cannot get the released weights of {model_name} ({str(e).splitlines()[0]}): download the file and "
+            "pass --checkpoint FILE"
+        ) from None
 
 
 def load_eval_model(
@@ -141,10 +61,10 @@ def load_eval_model(
         kwargs["img_size"] = img_size
     if checkpoint is None:
         if model_name is None:
-            raise DataError("pass --model NAME (and --checkpoint FILE, or the released weights are downloaded)")
-        return timm.create_model(model_name, pretrained=True, **kwargs), {}
+            raise ConfigError("pass --model NAME (and --checkpoint FILE, or the released weights are downloaded)")
+        return _released(model_name, kwargs), {}
     path = Path(checkpoint)
-    raw = read_checkpoint(path)
+    raw = read_any(path)
     if is_train_checkpoint(raw):
         config = raw["config"]
         trained = config["model"]
@@ -167,15 +87,14 @@ def load_eval_model(
         raise CheckpointError(
             f"--ema reads the EMA weights of a litvit training checkpoint; {checkpoint!r} is not one: drop --ema"
         )
+    sd = unwrap_state_dict(raw)
     if model_name is None:
-        from ..checkpoint import identify
-
-        found = identify(unwrap_state_dict(raw))
+        found = identify(sd)
         if found is None:
             raise CheckpointError(f"cannot tell which model {checkpoint!r} holds: pass --model NAME")
         model_name, found_kwargs = found
         kwargs = {**found_kwargs, **kwargs}
-    sd = unwrap_state_dict(raw)
+    check_model_name(model_name)
     head = sd.get("head.weight")
     if head is not None:
         kwargs.setdefault("num_classes", int(head.shape[0]))
@@ -183,3 +102,88 @@ def load_eval_model(
     overlay = dict(file=os.fspath(path))
     model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     return model, {"model_name": model_name}
+
+
+def run_eval(args: Any) -> Dict[str, Any]:
+    """`litvit eval` with parsed arguments: results on rank 0's screen (and --json), returned on every rank."""
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+    dist = rt.init_distributed(args.device)
+    try:
+        return _run_eval(args, dist)
+    finally:
+        rt.cleanup()
+
+
+def _run_eval(args: Any, dist: rt.DistInfo) -> Dict[str, Any]:
+    device = dist.device
+    amp = rt.autocast_dtype(args.amp, device)
+    model, info = load_eval_model(args.model, args.checkpoint, args.ema, dict(args.model_kwargs), args.img_size)
+    run_cfg = info.get("config") or {}
+    dcfg = data_config(
+        model,
+        args.img_size or run_cfg.get("img_size"),
+        args.crop_pct or run_cfg.get("crop_pct"),
+        args.crop_mode or run_cfg.get("crop_mode"),
+        args.interpolation or run_cfg.get("interpolation"),
+    )
+    size = dcfg["input_size"][-1]
+    check_input_size(model, size)
+    data = args.data
+    if data is None:
+        if not run_cfg:
+            raise ConfigError("pass --data: the validation folder (class sub-folders of images)")
+        data = run_cfg.get("data")  # None = the embedded digits the run trained on
+    classes = info.get("classes")
+    split = args.split if args.data is not None else run_cfg.get("val_split", args.split)
+    dataset = val_dataset(data, eval_transform(dcfg), split, args.bad_images, classes, size)
+    num_classes = getattr(model, "num_classes", None)
+    if classes is None and num_classes is not None and len(dataset.classes) != num_classes:
+        raise DataError(
+            f"the model has {num_classes} classes but {data!r} has {len(dataset.classes)} class folders: evaluate "
+            "on the classes it was trained on (class folders in sorted order give the class indices)"
+        )
+    channels_last = args.channels_last if args.channels_last is not None else device.type == "cuda"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    workers = args.workers if args.workers is not None else default_workers(data is None, dist.local_world_size)
+    loader = eval_loader(dataset, args.batch_size, workers, dist.rank, dist.world_size, device.type == "cuda")
+    t = time.time()
+    res = evaluate(model, loader, device, amp, channels_last)
+    seconds = time.time() - t
+    res.update(
+        model=info.get("model_name") or args.model,
+        checkpoint=args.checkpoint,
+        data=data or "digits (embedded, val split)",
+        seconds=round(seconds, 2),
+        world_size=dist.world_size,
+        input_size=list(dcfg["input_size"]),
+        crop_pct=dcfg["crop_pct"],
+        crop_mode=dcfg["crop_mode"],
+        interpolation=dcfg["interpolation"],
+    )
+    res["bad_images"] = [p for p, _ in res.pop("bad")]
+    if dist.is_main:
+        _print(res, dcfg, seconds, args.json)
+    return res
+
+
+def _print(res: Dict[str, Any], dcfg: Dict[str, Any], seconds: float, json_path: Optional[str]) -> None:
+    import json
+    import sys
+
+    if res["bad_images"]:
+        print(
+            f"warning: skipped {len(res['bad_images'])} unreadable image file(s): {', '.join(res['bad_images'][:10])}",
+            file=sys.stderr,
+        )
+    print(
+        f"{res['model']} on {res['data']} ({res['images']} images, {dcfg['input_size'][-1]}px, "
+        f"crop {dcfg['crop_pct']:g} {dcfg['crop_mode']}): top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
+        f"loss {res['loss']:.4f}  ({seconds:.1f}s, {res['images'] / max(seconds, 1e-9):.0f} img/s)",
+        flush=True,
+    )
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(res, f, indent=2)

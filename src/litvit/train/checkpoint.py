@@ -1,60 +1,105 @@
-"""Training checkpoints that lose nothing.
+"""The training checkpoint: the one module that writes, validates and reads it (`litvit eval` reads through it too).
 
 A checkpoint is a plain dict (tensors and Python data only: `torch.load(weights_only=True)` reads it) holding the
-model, EMA, optimizer, scheduler and grad-scaler states, the position in the run (epoch, batch in the epoch,
-optimizer step), every rank's random-generator states and the resolved configuration. It is written atomically:
-to a temporary file in the same folder, flushed and fsync'ed, then renamed over the old one, so a crash or a full
-disk at any moment leaves the previous checkpoint whole.
+model, EMA, optimizer, scheduler and grad-scaler states, the position in the run (`Progress`), every rank's
+random-generator states, the configuration and the class names. It is written atomically: to a temporary file in
+the same folder, flushed and fsync'ed, then renamed over the old one, so a crash or a full disk at any moment leaves
+the previous checkpoint whole.
 """
 
 import errno
-import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, read_checkpoint
+from ..checkpoint import atomic_write, check_finite, read_checkpoint
+from ..errors import CheckpointError, CheckpointSaveError, ConfigError
 
 FORMAT = "litvit-train"
 VERSION = 1
+TEMP_GLOB = ".*.tmp"  # what litvit.checkpoint.atomic_write names its temporary files beside the target
 
 
-class CheckpointSaveError(OSError):
-    """A checkpoint could not be written (full disk, permissions); the previous one is intact."""
+@dataclass
+class Progress:
+    """Where the run is, and what it has measured so far (saved in every checkpoint)."""
+
+    epoch: int = 0  # epoch to run next (or in progress)
+    batch: int = 0  # next micro-batch of that epoch
+    update: int = 0  # optimizer steps done
+    best_top1: float = -1.0  # best validation score (the task's; top-1 for classification)
+    best_top5: float = 0.0
+    best_epoch: int = 0
+    last_top1: Optional[float] = None
+    last_top5: Optional[float] = None
+    wall_time: float = 0.0  # seconds spent by earlier sessions of this run
+    train_images: int = 0  # images trained on (all ranks), all sessions
+    train_time: float = 0.0  # seconds in training steps, all sessions
+    epoch_loss_sum: float = 0.0  # the epoch in progress: summed loss x images, images, seconds
+    epoch_images: int = 0
+    epoch_time: float = 0.0
+    bad_images: List[str] = field(default_factory=list)
+
+    def where(self) -> str:
+        return f"epoch {self.epoch + 1}, step {self.batch}" if self.batch else f"end of epoch {self.epoch}"
+
+
+def make_checkpoint(
+    *,
+    model_name: str,
+    model: Dict[str, torch.Tensor],
+    optimizer: Dict[str, Any],
+    scheduler: Dict[str, Any],
+    progress: Progress,
+    rng: List[Dict[str, Any]],
+    config: Dict[str, Any],
+    resolved: Dict[str, Any],
+    classes: List[str],
+    config_name: Optional[str],
+    model_ema: Optional[Dict[str, torch.Tensor]] = None,
+    scaler: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    ck: Dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_name": model_name,
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "progress": dict(vars(progress)),
+        "rng": rng,
+        "config": config,
+        "resolved": resolved,
+        "classes": list(classes),
+        "config_name": config_name,
+    }
+    if model_ema is not None:
+        ck["model_ema"] = model_ema
+    if scaler is not None:
+        ck["scaler"] = scaler
+    return ck
 
 
 def _write(obj: Any, f: Any) -> None:
     torch.save(obj, f)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _write_file(obj: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        _write(obj, f)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write `obj` to `path` so that `path` always holds either the old or the new checkpoint, never a torn one."""
+    """Write `obj` to `path` so that `path` always holds either the old or the new checkpoint, never a torn one
+    (litvit.checkpoint.atomic_write); a failure says what is kept and how to go on."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            _write(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: _write_file(obj, tmp))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
         kept = f"{path.name} still holds the previous checkpoint" if path.exists() else "nothing was overwritten"
         raise CheckpointSaveError(
@@ -62,17 +107,23 @@ def atomic_save(obj: Any, path: Path) -> None:
             f"could not write checkpoint {str(path)!r} ({reason}); {kept}: free space (or fix the folder) and "
             f"continue with `litvit train --resume {path}`",
         ) from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: Path) -> List[Path]:
+    """Delete the temporary files that a save killed mid-way left in `folder` (the caller holds the run's lock)."""
+    removed = []
+    for p in Path(folder).glob(TEMP_GLOB):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def rng_state() -> Dict[str, Any]:
     """This process's Python, NumPy, torch CPU and CUDA generator states, as plain data and tensors."""
     key, state, pos, has_gauss, cached = np.random.get_state()
     version, words, gauss_next = random.getstate()
-    out = {
+    return {
         "python": [version, list(words), gauss_next],
         "numpy": {
             "key": key,
@@ -84,7 +135,6 @@ def rng_state() -> Dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
     }
-    return out
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
@@ -107,31 +157,49 @@ def find_resume_checkpoint(resume: str, output: Optional[str] = None) -> Path:
         if path.is_dir():
             path = path / "last.pth"
         if not path.is_file():
-            raise FileNotFoundError(
-                f"nothing to resume at {resume!r}: pass a run folder (holding last.pth) or a checkpoint file"
-            )
+            raise ConfigError(f"nothing to resume at {resume!r}: pass a run folder (holding last.pth) or a checkpoint")
         return path
     if output:
         path = Path(output) / "last.pth"
         if not path.is_file():
-            raise FileNotFoundError(f"--resume: {str(path)!r} does not exist; nothing to resume in {output!r}")
+            raise ConfigError(f"--resume: {str(path)!r} does not exist; nothing to resume in {output!r}")
         return path
     runs = sorted(Path("runs").glob("*/last.pth"), key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise FileNotFoundError(
-            "--resume: no run under ./runs to resume; pass the run folder or checkpoint (--resume DIR)"
-        )
+        raise ConfigError("--resume: no run under ./runs to resume; pass the run folder or checkpoint (--resume DIR)")
     return runs[-1]
 
 
-def load_train_checkpoint(path: Path) -> Dict[str, Any]:
-    """A litvit training checkpoint, or a CheckpointError that says what the file is instead."""
-    ckpt = read_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+def is_train_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def validate(ck: Any, path: Any) -> Dict[str, Any]:
+    """A readable litvit training checkpoint (format, version, finite weights), or a CheckpointError that says what
+    the file is instead."""
+    if not is_train_checkpoint(ck):
         raise CheckpointError(
             f"{str(path)!r} is not a litvit training checkpoint (no optimizer / run state to resume): to start a "
             "new run from its weights, pass --pretrained instead of --resume"
         )
-    if ckpt.get("version", 0) > VERSION:
-        raise CheckpointError(f"{str(path)!r} was written by a newer litvit (format {ckpt['version']}): upgrade litvit")
-    return ckpt
+    if ck.get("version", 0) > VERSION:
+        raise CheckpointError(f"{str(path)!r} was written by a newer litvit (format {ck['version']}): upgrade litvit")
+    for key in ("model", "model_ema"):
+        if key in ck:
+            check_finite(ck[key], f"{path} ({key})")
+    return ck
+
+
+def load_train_checkpoint(path: Path) -> Dict[str, Any]:
+    """Read and validate a litvit training checkpoint."""
+    return validate(read_checkpoint(path), path)
+
+
+def read_any(path: Path) -> Dict[str, Any]:
+    """Read a checkpoint file; a litvit training checkpoint comes back validated, any other file as read."""
+    raw = read_checkpoint(path)
+    return validate(raw, path) if is_train_checkpoint(raw) else raw
+
+
+def progress_of(ck: Dict[str, Any]) -> Progress:
+    return Progress(**ck["progress"])

@@ -11,12 +11,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from ..errors import ConfigError
+from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, parse_key_value
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = "nano"
-
-
-class ConfigError(ValueError):
-    """A configuration value or combination that cannot run; the message says which and what to pass instead."""
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -46,7 +45,7 @@ class TrainConfig:
     train_split: str = _f("train", "training sub-folder of --data", group="data")
     val_split: str = _f("val", "validation sub-folder of --data", group="data")
     bad_images: str = _f(
-        "skip", "unreadable image files: skip (counted, named) or error", group="data", choices=("skip", "error")
+        "skip", "unreadable image files: skip (counted, named) or error", group="data", choices=BAD_IMAGE_MODES
     )
     workers: Optional[int] = _f(
         None, "data-loading processes per rank (default: 0 for digits, else up to 8)", group="data"
@@ -108,9 +107,9 @@ class TrainConfig:
     accum_steps: int = _f(1, "gradient accumulation: micro-batches per optimizer step", group="optimization")
     amp: str = _f(
         "auto",
-        "mixed precision: auto (bf16 on GPUs that have it, else fp16; off on CPU), bf16, fp16, off",
+        "precision: auto (bf16 autocast on GPUs that have it, else fp16; fp32 on CPU), bf16, fp16, fp32 (= off)",
         group="optimization",
-        choices=("auto", "bf16", "fp16", "off"),
+        choices=PRECISIONS,
     )
     model_ema: bool = _f(
         False, "keep an exponential moving average of the weights (timm ModelEmaV3)", group="optimization"
@@ -122,7 +121,7 @@ class TrainConfig:
     threads: Optional[int] = _f(
         None, "CPU threads per process (default: torch's; 1 is often faster on a busy or small machine)", group="run"
     )
-    device: str = _f("auto", "auto, cpu or cuda", group="run", choices=("auto", "cpu", "cuda"))
+    device: str = _f("auto", "auto, cpu or cuda", group="run", choices=DEVICES)
     output: Optional[str] = _f(None, "output folder (default: runs/<model>-<time>)", group="run")
     save_every_steps: int = _f(0, "also save last.pth every N optimizer steps (0 = at epoch ends only)", group="run")
     log_interval: int = _f(50, "optimizer steps between log lines (when there is no progress bar)", group="run")
@@ -226,10 +225,10 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.num_classes is None or cfg.num_classes >= 1, "num_classes must be >= 1")
     need(cfg.drop_path is None or 0.0 <= cfg.drop_path < 1.0, f"drop_path must be in [0, 1), got {cfg.drop_path}")
     need(cfg.img_size is None or cfg.img_size >= 1, "img_size must be >= 1")
-    need(cfg.bad_images in ("skip", "error"), f"bad_images must be skip or error, got {cfg.bad_images!r}")
-    need(cfg.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}")
+    need(cfg.bad_images in BAD_IMAGE_MODES, f"bad_images must be skip or error, got {cfg.bad_images!r}")
+    need(cfg.amp in PRECISIONS, f"amp must be auto, fp32 (off), bf16 or fp16, got {cfg.amp!r}")
     need(cfg.sched_on in ("step", "epoch"), f"sched_on must be step or epoch, got {cfg.sched_on!r}")
-    need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    need(cfg.device in DEVICES, f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.mixup >= 0 and cfg.cutmix >= 0, "mixup and cutmix must be >= 0")
     need(0.0 <= cfg.smoothing < 1.0, f"smoothing must be in [0, 1), got {cfg.smoothing}")
     need(
@@ -300,16 +299,19 @@ def build_config(
 # --- command-line flags, generated from the fields -------------------------------------------------------------
 
 
-def _parse_kv(text: str) -> Tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+def key_value_arg(text: str) -> Tuple[str, Any]:
+    """argparse type of KEY=VALUE flags (`--model-kwargs alpha=0.5`)."""
+    try:
+        return parse_key_value(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, defaults_from: Optional[str] = DEFAULT_CONFIG) -> None:
     """One flag per TrainConfig field (`--batch-size`, `--no-model-ema`, ...); unset flags stay out of the namespace
-    so that the YAML's values apply."""
+    so that the YAML's values apply. The help shows the defaults of `defaults_from` (the config a plain
+    `litvit train` runs), since those are what a flag left out gives."""
+    shipped = load_yaml(defaults_from) if defaults_from else {}
     groups: Dict[str, Any] = {}
     for f in FIELDS.values():
         group_name = f.metadata.get("group", "run")
@@ -317,6 +319,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = _kind(f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = shipped.get(f.name, default)
         help_text = f"{f.metadata['help']} [default: {default}]".replace("%", "%%")
         kwargs: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if kind == "bool":
@@ -324,7 +327,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         elif kind == "Tuple":
             group.add_argument(flag, nargs=2, type=float, metavar=("A", "B"), **kwargs)
         elif kind == "Dict":
-            group.add_argument(flag, nargs="+", type=_parse_kv, metavar="KEY=VALUE", **kwargs)
+            group.add_argument(flag, nargs="+", type=key_value_arg, metavar="KEY=VALUE", **kwargs)
         else:
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]

@@ -1,0 +1,58 @@
+"""The vocabularies every command shares, and the parsers of their values. Plain Python (no torch), so that the
+command line can describe itself quickly; `litvit.runtime` turns the names into devices and dtypes."""
+
+from typing import Any, Sequence, Tuple, Union
+
+__all__ = [
+    "BAD_IMAGE_MODES",
+    "DEVICES",
+    "PRECISIONS",
+    "parse_key_value",
+    "parse_size",
+    "to_2tuple",
+]
+
+# fp32 (alias 'off', the older spelling of `litvit train --amp`), bf16 / fp16 autocast, or auto (bf16 on GPUs that
+# have it, else fp16; fp32 on CPU).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "off")
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N where a command takes one device
+# What to do with an image file that cannot be read: skip it (counted and named) or stop with an error.
+BAD_IMAGE_MODES = ("skip", "error")
+
+
+def parse_key_value(text: str) -> Tuple[str, Any]:
+    """'KEY=VALUE' -> (key, YAML value): `alpha=0.5` -> ('alpha', 0.5), `local_ws=[0,0,4,1]` -> a list."""
+    import yaml
+
+    if "=" not in text:
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ValueError(f"cannot read the value of {text!r}: write it as YAML (e.g. alpha=0.5)") from None
+
+
+def to_2tuple(size: Union[int, Sequence[int]], name: str = "img_size") -> Tuple[int, int]:
+    """An int or an (H, W) pair -> (H, W)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return (size, size)
+    try:
+        out = tuple(int(s) for s in size)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 2:
+        raise ValueError(f"{name} must be an int or (H, W), got {size!r}")
+    return out  # type: ignore[return-value]
+
+
+def parse_size(text: Union[str, int]) -> Tuple[int, int]:
+    """'14' -> (14, 14), '20x30' -> (20, 30) (command-line sizes)."""
+    parts = str(text).lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise ValueError(f"bad size {text!r}: use N or HxW with positive integers, e.g. 14 or 20x30")
+    return (values[0], values[-1])

@@ -1,0 +1,60 @@
+"""Tasks: what the training loop needs to know about a problem, and nothing else.
+
+The loop in `litvit.train.loop` is generic over a task. A task builds the model and the data sets, computes the loss
+of one training batch and the validation metrics, and names the metric that picks `best.pth`. Classification is
+the first task; detection and segmentation plug in the same way, without touching the loop.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+__all__ = ["Task", "TaskParts", "get_task"]
+
+
+@dataclass
+class TaskParts:
+    """What a task builds for a run: the model (on the CPU), the data sets and how to batch them."""
+
+    model: nn.Module
+    train_set: Dataset
+    val_set: Dataset
+    collate: Callable[[List[Any]], Any]
+    labels: List[str]  # class names (they decide the head and are saved with every checkpoint)
+    description: str  # one line for the log: what the data is
+    input_size: int  # the training resolution
+    record: Dict[str, Any] = field(default_factory=dict)  # resolved settings worth keeping in config.yaml
+
+
+class Task(Protocol):
+    """The contract between a task and the training loop (see `litvit.tasks.classification` for the first one)."""
+
+    name: str
+    score: str  # the validation metric that picks best.pth; higher is better
+
+    def build(self, cfg: Any, rank: int, labels: Optional[List[str]] = None) -> TaskParts:
+        """Model and data sets for `cfg` (`labels`: a resumed run's, which the data must match)."""
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> Tuple[torch.Tensor, int]:
+        """The mean loss of one training micro-batch (called under autocast) and its number of samples."""
+
+    def evaluate(self, model: nn.Module, loader: Any, device: torch.device, amp: Optional[torch.dtype]) -> Dict:
+        """Validation metrics over every rank: `score` among them, plus 'images', 'loss' and 'bad' (unreadable files
+        met, as (path, reason) pairs)."""
+
+    def metrics_line(self, metrics: Dict[str, Any]) -> str:
+        """One log line's worth of the metrics, e.g. 'val top-1 99.2%  top-5 100.0%'."""
+
+
+def get_task(name: str = "classification", **options: Any) -> Task:
+    """The task called `name` ('classification' / 'cls')."""
+    if name in ("classification", "cls"):
+        from .classification import ClassificationTask
+
+        return ClassificationTask(**options)
+    from ..errors import ConfigError
+
+    raise ConfigError(f"unknown task {name!r}: litvit trains classification (cls) models")

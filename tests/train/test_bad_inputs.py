@@ -1,0 +1,157 @@
+"""Bad input to `litvit train` / `litvit eval` gets one line and exit status 2 before anything starts, and leaves
+nothing behind; one output folder serves one run at a time; a run's files stay usable from any folder."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from litvit.cli import main
+from litvit.errors import CheckpointError, ConfigError, DataError, LitvitError
+from litvit.train.output import RunFolder
+
+from .helpers import FAST, ROOT, env, make_tree
+
+
+def one_error_line(capsys, prog: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{prog}: "), err  # no traceback, one line
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--img-size", "16"], "--img-size 16 is too small for this model: pass 29 or more"),
+        (["--model-kwargs", "alpha=1.5"], "litv2_nano does not take these settings (alpha must be a number in [0, 1]"),
+        (["--model", "litv2_nan"], "unknown model 'litv2_nan' (did you mean litv2_nano"),
+    ],
+)
+def test_bad_train_settings_are_one_line_and_leave_no_folder(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["train", *argv, *FAST, "--output", str(out)]) == 2
+    assert message in one_error_line(capsys, "litvit train")
+    assert not out.exists()  # the run never started: no folder left behind
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_removes_its_folder(tmp_path, capsys, monkeypatch):
+    from litvit.tasks.classification import ClassificationTask
+
+    def broken(self, model, batch, device):
+        raise DataError("the batch is broken: fix the data")
+
+    monkeypatch.setattr(ClassificationTask, "loss", broken)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(make_tree(tmp_path / "data")), *FAST, "--output", str(out)]) == 2
+    assert "the batch is broken" in one_error_line(capsys, "litvit train")
+    assert not out.exists()
+    keep = tmp_path / "mine"  # a folder the user made keeps what it had; only the run's own files go
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    assert main(["train", "--data", str(tmp_path / "data"), *FAST, "--output", str(keep)]) == 2
+    capsys.readouterr()
+    assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+
+
+def test_one_class_is_not_a_classifier(tmp_path, capsys):
+    data = make_tree(tmp_path / "data", classes=("cat",))
+    assert main(["train", "--data", str(data), *FAST, "--output", str(tmp_path / "run")]) == 2
+    line = one_error_line(capsys, "litvit train")
+    assert "has one class ('cat'): a classifier needs two classes or more" in line
+
+
+def test_two_runs_cannot_share_an_output_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = RunFolder(out, resuming=False)
+    holder.open()  # another run holds the folder
+    try:
+        assert main(["train", *FAST, "--output", str(out)]) == 2
+        assert "is in use by another litvit train run" in one_error_line(capsys, "litvit train")
+        assert not (out / "last.pth").exists() and not (out / "config.yaml").exists()
+    finally:
+        holder.close(started=True)
+    holder = RunFolder(out, resuming=False)
+    holder.open()  # released: the folder can be taken again
+    holder.close(started=False)
+
+
+def test_a_save_killed_mid_way_leaves_nothing_after_the_next_start(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *FAST, "--output", str(out)]) == 0
+    stale = out / ".last.pth.12345-deadbeef.tmp"  # what a kill during atomic_write leaves
+    stale.write_bytes(b"\0" * 1024)
+    resume = ["--threads", "1", "--epochs", "2", "--batch-size", "4", "--workers", "0", "--no-progress"]
+    assert main(["train", "--resume", str(out), *resume]) == 0
+    capsys.readouterr()
+    assert not stale.exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_eval_of_a_run_works_from_another_folder(tmp_path, capsys):
+    work = tmp_path / "work"
+    make_tree(work / "data")
+    cmd = [sys.executable, "-m", "litvit.train", "--data", "data", *FAST, "--output", "run"]
+    done = subprocess.run(cmd, cwd=work, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cmd = [sys.executable, "-m", "litvit.eval", "--checkpoint", str(work / "run" / "best.pth"), "--workers", "0"]
+    done = subprocess.run(cmd, cwd=elsewhere, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"on {work / 'data'} (9 images" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "litv2_nano", "--data", "x"], "litv2_nano has no released weights to download: pass --checkpoint"),
+        (["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--img-size", "16"], "--img-size 16 is too small"),
+        (["--model", "litv2_nano", "--checkpoint", "{text}", "--data", "x"], "not a PyTorch checkpoint"),
+        (["--model", "litv2_nano", "--checkpoint", "{nan}", "--data", "x"], "NaN or Inf"),
+    ],
+)
+def test_bad_eval_requests_are_one_line(tmp_path, capsys, argv, message):
+    import timm
+
+    model = timm.create_model("litv2_nano", num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "ok.pth")
+    sd = model.state_dict()
+    sd["head.weight"][0, 0] = float("nan")
+    torch.save(sd, tmp_path / "nan.pth")
+    (tmp_path / "notes.pth").write_text("these are notes, not weights\n")
+    paths = {"ckpt": tmp_path / "ok.pth", "text": tmp_path / "notes.pth", "nan": tmp_path / "nan.pth"}
+    assert main(["eval", *[a.format(**paths) for a in argv]]) == 2
+    assert message in one_error_line(capsys, "litvit eval")
+
+
+def test_errors_carry_their_exit_status_and_rank_behaviour():
+    from litvit.errors import BadImageError, CheckpointSaveError, NonFiniteLossError
+
+    for cls in (ConfigError, CheckpointError, DataError):
+        assert issubclass(cls, LitvitError) and issubclass(cls, ValueError) and cls.exit_code == 2
+    assert NonFiniteLossError.exit_code == CheckpointSaveError.exit_code == 1
+    assert not BadImageError.same_on_all_ranks and ConfigError.same_on_all_ranks
+
+
+def test_help_imports_no_torch_and_shows_the_defaults_that_apply():
+    """`litvit --help` must be instant: the parsers import no torch / timm (the launcher defers the models)."""
+    code = (
+        "import sys, litvit_cli; from litvit.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    helptext = subprocess.run(
+        [sys.executable, "-c", "import sys, litvit_cli; sys.exit(litvit_cli.main(['train', '--help']))"],
+        env=dict(env(), COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    # the defaults of a plain `litvit train` (the nano config), not of litv2_s's ImageNet recipe
+    assert "[default: litv2_nano]" in helptext and "training epochs [default: 10]" in helptext
+    assert "[default: 64]" in helptext and "[default: 300]" not in helptext
+    assert os.path.isfile(ROOT / "src" / "litvit_cli.py")
