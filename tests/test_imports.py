@@ -101,3 +101,22 @@ def test_model_files_do_not_import_each_other():
 def test_checkpoint_files_know_nothing_of_models():
     """Reading and writing files is separate from fitting weights to a model (litvit.models does that)."""
     assert {_node(m) for m in _imports(PKG / "checkpoint.py")} <= {"litvit.errors"}
+
+
+def test_shared_value_parsers():
+    import pytest
+
+    from litvit.options import parse_key_value, parse_size, to_2tuple
+
+    assert parse_key_value("alpha=0.5") == ("alpha", 0.5)
+    assert parse_key_value("local_ws=[0, 0, 4, 1]") == ("local_ws", [0, 0, 4, 1])
+    assert to_2tuple(224) == (224, 224) and to_2tuple([224, 256]) == (224, 256)
+    assert parse_size("14") == (14, 14) and parse_size("20x30") == (20, 30)
+    for bad in ("12", "x", (1, 2, 3), True):
+        with pytest.raises(ValueError, match="must be an int or"):
+            to_2tuple(bad)
+    for bad in ("0", "ax3", "1x2x3"):
+        with pytest.raises(ValueError, match="bad size"):
+            parse_size(bad)
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_key_value("alpha")

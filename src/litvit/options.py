@@ -38,7 +38,7 @@ def to_2tuple(size: Union[int, Sequence[int]], name: str = "img_size") -> Tuple[
     if isinstance(size, int) and not isinstance(size, bool):
         return (size, size)
     try:
-        out = tuple(int(s) for s in size)  # type: ignore[union-attr]
+        out = () if isinstance(size, str) else tuple(int(s) for s in size)  # type: ignore[union-attr]
     except (TypeError, ValueError):
         out = ()
     if len(out) != 2:

@@ -47,15 +47,6 @@ class BlockOptions(NamedTuple):
 BlocksBuilder = Callable[[BlockOptions], BlockFactory]
 
 
-def to_2tuple_size(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(img_size, int):
-        return (img_size, img_size)
-    size = tuple(int(s) for s in img_size)
-    if len(size) != 2:
-        raise ValueError(f"img_size must be an int or (H, W), got {img_size!r}")
-    return size  # type: ignore[return-value]
-
-
 def init_linear_and_norm(module: nn.Module) -> None:
     """Official init: Linear weights trunc-normal(0.02) cut at +-2, zero biases; LayerNorm 1 / 0."""
     if isinstance(module, nn.Linear):

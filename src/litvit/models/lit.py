@@ -19,6 +19,7 @@ from ..checkpoint import unwrap_state_dict
 from ..layers.attention import RelPosAttention, resize_relative_position_table
 from ..layers.block import Block, MLPBlock
 from ..layers.ffn import Mlp
+from ..options import to_2tuple
 from ._helpers import LIT_PAPER, LIT_RELEASES, build_model, cfg
 from ._loading import OUTPUT_NORMS, backbone_weights, load_into
 from ._pyramid import (
@@ -29,7 +30,6 @@ from ._pyramid import (
     factory_kwargs,
     init_linear_and_norm,
     stage_grid_sizes,
-    to_2tuple_size,
 )
 
 __all__ = ["LIT", "LITBackbone"]
@@ -70,7 +70,7 @@ class LIT(PyramidClassifier):
 
     @factory_kwargs
     def __init__(self, img_size: Union[int, Sequence[int]] = 224, **kwargs: Any):
-        reference = to_2tuple_size(img_size)
+        reference = to_2tuple(img_size)
         super().__init__(partial(relpos_blocks, reference=reference, index_buffer=True), **kwargs)
         self.img_size = reference
         self.apply(init_linear_and_norm)
@@ -101,7 +101,7 @@ class LITBackbone(PyramidBackbone):
     ):
         if pretrain_img_size is None:
             pretrain_img_size = 800 if task == "det" else 512
-        reference = to_2tuple_size(pretrain_img_size)
+        reference = to_2tuple(pretrain_img_size, "pretrain_img_size")
         super().__init__(partial(relpos_blocks, reference=reference, index_buffer=False), task=task, **kwargs)
         self.pretrain_img_size = reference
         self.apply(init_linear_and_norm)

@@ -25,6 +25,7 @@ from ..layers.block import Block, MLPBlock
 from ..layers.dtm import DeformableTokenMerging
 from ..layers.ffn import Mlp
 from ..layers.patch_embed import PatchEmbed
+from ..options import to_2tuple
 from ._helpers import LIT_PAPER, LIT_RELEASES, build_model, cfg
 from ._loading import backbone_weights, load_into
 from ._pyramid import (
@@ -34,7 +35,6 @@ from ._pyramid import (
     new_head,
     per_stage,
     stage_grid_sizes,
-    to_2tuple_size,
 )
 
 __all__ = ["LITTi", "LITTiBackbone"]
@@ -80,7 +80,7 @@ class _LITTiTrunk(nn.Module):
             check_positive_int("every entry of depths", d)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
-        self.img_size = to_2tuple_size(img_size)
+        self.img_size = to_2tuple(img_size)
         self.in_chans = in_chans
         self.embed_dims = list(embed_dims)
         self.num_stages = n

@@ -17,6 +17,7 @@ from ..checkpoint import unwrap_state_dict
 from ..layers.block import Block, MLPBlock
 from ..layers.ffn import DWConvMlp
 from ..layers.hilo import HiLo
+from ..options import to_2tuple
 from ..variants import ALPHA_TAGS
 from ._helpers import LITV2_RELEASES, build_model, cfg
 from ._loading import OUTPUT_NORMS, backbone_weights, load_into
@@ -28,7 +29,6 @@ from ._pyramid import (
     factory_kwargs,
     init_linear_and_norm,
     per_stage,
-    to_2tuple_size,
 )
 
 __all__ = ["LITv2", "LITv2Backbone"]
@@ -78,7 +78,7 @@ class LITv2(PyramidClassifier):
         **kwargs: Any,
     ):
         super().__init__(partial(hilo_blocks, alpha=alpha, local_ws=local_ws), **kwargs)
-        self.img_size = to_2tuple_size(img_size)
+        self.img_size = to_2tuple(img_size)
         self.alpha = alpha
         self.apply(init_linear_and_norm)
 
