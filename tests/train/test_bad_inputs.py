@@ -155,3 +155,18 @@ def test_help_imports_no_torch_and_shows_the_defaults_that_apply():
     assert "[default: litv2_nano]" in helptext and "training epochs [default: 10]" in helptext
     assert "[default: 64]" in helptext and "[default: 300]" not in helptext
     assert os.path.isfile(ROOT / "src" / "litvit_cli.py")
+
+
+def test_a_text_file_as_checkpoint_is_one_line_everywhere(tmp_path, capsys):
+    notes = tmp_path / "notes.pth"
+    notes.write_text("these are notes, not weights\n")
+    data = str(make_tree(tmp_path / "data"))
+    for argv in (
+        ["train", "--resume", str(notes)],
+        ["train", "--data", data, "--pretrained", str(notes), *FAST, "--output", str(tmp_path / "run")],
+        ["convert", str(notes), str(tmp_path / "out.safetensors")],
+    ):
+        assert main(argv) == 2, argv
+        line = one_error_line(capsys, f"litvit {argv[0]}")
+        assert "notes.pth" in line and "not a PyTorch checkpoint" in line, line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out.safetensors").exists()
