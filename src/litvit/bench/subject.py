@@ -145,7 +145,7 @@ def make_step(
 def counted_flops(counter: FlopCounterMode) -> int:
     """FlopCounterMode's total, with convolution backward counted as twice the forward convolutions.
 
-    torch's formula for `aten.convolution_backward` ignores `groups` (torch 2.1 - 2.15 at least): a depthwise 3x3
+    torch's formula for `aten.convolution_backward` ignores `groups` (up to torch 2.15 at least): a depthwise 3x3
     conv's backward comes out ~C/2 times too large (LITv2-S: 50 GMACs instead of 0.14). Grad-input plus grad-weight
     of a convolution cost twice its forward (less for a first layer whose input needs no gradient).
     """
