@@ -33,6 +33,38 @@ def check_floating(x: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with .float()")
 
 
+_TENSOR_METHOD = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+@register_notrace_function
+@torch.jit.unused
+def check_dtype(x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
+    """`x` must have the dtype of the weights it meets first, unless autocast will cast both.
+
+    Without this a float64 or float16 image into an fp32 model fails deep in the conv with "Input type (double)
+    and bias type (float) should be the same", which names neither the model nor the fix. Under autocast every
+    floating type but float64 is cast to the autocast dtype, so those mismatches are fine there.
+    Not scriptable (autocast state): callers skip it under TorchScript.
+    """
+    if x.dtype == weight.dtype:
+        return
+    if _autocast_enabled(x.device.type) and torch.float64 not in (x.dtype, weight.dtype):
+        return
+    cast = _TENSOR_METHOD.get(weight.dtype)
+    fix_input = f"x.{cast}()" if cast is not None else f"x.to({weight.dtype})"
+    raise TypeError(
+        f"{name} has dtype {x.dtype} but the model's weights are {weight.dtype}: convert the input with "
+        f"{fix_input}, or the model with model.to({x.dtype})"
+    )
+
+
 @register_notrace_function
 def check_map(x: torch.Tensor, dim: int, name: str) -> None:
     """`x` must be a (B, H, W, C) feature map with C == dim."""

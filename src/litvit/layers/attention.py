@@ -31,13 +31,24 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_floating(x, "Attention input")
         shape = x.shape
-        B, C = shape[0], shape[-1]
-        x = x.reshape(B, -1, C)  # (B, ..., C) -> (B, N, C)
+        B = shape[0]
+        # (B, ..., C) -> (B, N, C); flatten, not reshape(B, -1, C): -1 is ambiguous for an empty batch
+        x = x.flatten(1, -2)
         qkv = self.qkv(x).reshape(B, x.shape[1], 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, h, N, d)
         o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         o = o.transpose(1, 2).reshape(shape)  # (B, h, N, d) -> (B, ..., C)
         return self.proj(o)
+
+    def flops(self, H: int, W: int) -> int:
+        """MACs on N = H * W tokens by the official rule of LIT's attention (LIT-Ti's code base has no count):
+        qkv, q k^T, attn v and proj; softmax and biases not counted. Add a class token to H * W yourself."""
+        return _global_attention_flops(H * W, self.dim, self.num_heads, self.head_dim)
+
+
+def _global_attention_flops(n: int, dim: int, heads: int, head_dim: int) -> int:
+    """Official count of global MSA over n tokens: qkv projection, the two products over all n x n pairs, proj."""
+    return n * dim * 3 * dim + 2 * heads * n * head_dim * n + n * dim * dim
 
 
 def relative_position_index(height: int, width: int, device: Optional[torch.device] = None) -> torch.Tensor:
@@ -136,6 +147,10 @@ class RelPosAttention(nn.Module):
         o = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias, scale=1.0)
         o = o.transpose(1, 2).reshape(B, H, W, C)  # (B, h, N, d) -> (B, H, W, C)
         return self.proj(o)
+
+    def flops(self, H: int, W: int) -> int:
+        """MACs on an H x W map as the official LIT `flops()` counts them (the relative-position bias is free)."""
+        return _global_attention_flops(H * W, self.dim, self.num_heads, self.head_dim)
 
 
 def resize_relative_position_table(table: torch.Tensor, old_grid: List[int], new_grid: List[int]) -> torch.Tensor:

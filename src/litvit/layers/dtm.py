@@ -1,6 +1,6 @@
 """Deformable token merging (DTM): LIT's learned, offset-driven 2x downsampling between stages."""
 
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +9,32 @@ from torch import nn
 from torchvision.ops import DeformConv2d, deform_conv2d
 
 from ._checks import check_map, check_positive_int
+from ._flops import conv_flops
+
+
+def finite_offsets(offset: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`offset` (B, 2 * kh * kw, H', W') with its non-finite entries set to 0, and a (B, 1, 1, 1) mask of the samples
+    that had one.
+
+    torchvision's deformable-conv kernel turns a NaN sample position into an out-of-range integer index and reads
+    outside the input: on CPU one NaN pixel in an image kills the process (segfault; the CUDA kernel shares the
+    indexing code). +-Inf positions are caught by its bounds test but flagged too: the image is not finite.
+    Zeroed offsets keep the kernel in bounds; the caller then marks the output of the flagged samples as NaN
+    (`poison`), so a non-finite image still gives a non-finite result, for that image only. Branch-free (no host
+    sync, no graph break under torch.compile) and cheap: the offset map has 8 channels at the merged resolution.
+    """
+    finite = torch.isfinite(offset)
+    bad = ~finite.flatten(1).all(dim=1)  # (B,)
+    return offset.masked_fill(~finite, 0.0), bad.view(-1, 1, 1, 1)
+
+
+def poison(out: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """NaN everywhere in the samples flagged by `finite_offsets` (a (B, 1, 1, 1) mask), `out` unchanged elsewhere.
+
+    In place on a kernel's fresh output (whose backward does not need it): one write-only pass, no copy, a fraction
+    of a percent of the deformable conv that produced it.
+    """
+    return out.masked_fill_(bad, float("nan"))
 
 
 def deform_conv2x2_s2_nhwc(
@@ -26,8 +52,10 @@ def deform_conv2x2_s2_nhwc(
     pixel). The taps then go through one (4 * C_in -> C_out) GEMM in the input's dtype. Unlike the im2col kernel this
     reads and writes channels-last memory, runs in bf16, and its backward keeps only the input and the sampling grid.
     Its bilinear weights are rounded differently from torchvision's (which reproduces the official CUDA kernel's fp32
-    rounding bit for bit): a ~1e-7 relative difference.
+    rounding bit for bit): a ~1e-7 relative difference. A sample whose offsets are not all finite comes out NaN
+    (see `finite_offsets`).
     """
+    offset, bad = finite_offsets(offset)
     B, H, W, C = x.shape
     Ho, Wo = H // 2, W // 2
     full = x.dtype in (torch.float32, torch.float64) and offset.dtype == x.dtype
@@ -47,7 +75,7 @@ def deform_conv2x2_s2_nhwc(
     # and in torchvision's im2col, so the GEMM sums in the reference's order.
     taps = taps.reshape(B, C, Ho, Wo, 4).permute(0, 2, 3, 1, 4).to(x.dtype).reshape(B, Ho, Wo, 4 * C)
     w = weight.reshape(weight.shape[0], 4 * C)  # (C_out, C, i, j) -> (C_out, (c, i, j))
-    return F.linear(taps, w.to(taps.dtype), bias.to(taps.dtype))
+    return poison(F.linear(taps, w.to(taps.dtype), bias.to(taps.dtype)), bad)
 
 
 class OffsetDeformConv2d(DeformConv2d):
@@ -86,6 +114,9 @@ class OffsetDeformConv2d(DeformConv2d):
         return self._torchvision(x.permute(0, 3, 1, 2), offset).permute(0, 2, 3, 1)
 
     def _torchvision(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) and offsets -> (B, C_out, H', W'); NaN for a sample with non-finite offsets (which would
+        make torchvision's kernel read out of bounds, see `finite_offsets`)."""
+        offset, bad = finite_offsets(offset)
         dtype = x.dtype
         if x.device.type != "cuda" and (dtype not in (torch.float32, torch.float64) or offset.dtype != dtype):
             # torchvision's CPU kernel has no bf16 / fp16 (and autocast may hand it mixed dtypes): run the deformable
@@ -98,8 +129,9 @@ class OffsetDeformConv2d(DeformConv2d):
                 stride=self.stride,
                 padding=self.padding,
             )
-            return out.to(dtype)
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding)
+            return poison(out.to(dtype), bad)
+        out = deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding)
+        return poison(out, bad)
 
 
 @register_notrace_module
@@ -135,3 +167,11 @@ class DeformableTokenMerging(nn.Module):
         x = self.dconv.forward_nhwc(x).contiguous()
         x = self.norm_layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.act_layer(x)
+
+    def flops(self, H: int, W: int) -> int:
+        """MACs on an H x W input map, official rule: the offset conv, counted with 12 output channels although it
+        has 8 (an official quirk, kept so the totals match), the deformable conv as a plain 2x2 conv, one MAC per
+        output element for BatchNorm. Bilinear sampling and GELU are not counted."""
+        offset = conv_flops(2, self.in_dim, 12, 2, 0, H, W)
+        deform = conv_flops(2, self.in_dim, self.out_dim, 2, 0, H, W)
+        return offset + deform + (H // 2) * (W // 2) * self.out_dim

@@ -4,12 +4,26 @@ import math
 from typing import Callable
 
 import torch
-from timm.layers import Mlp
+from timm.layers import Mlp as _TimmMlp
 from torch import nn
 
 from ._checks import check_map
+from ._flops import conv_flops
 
 __all__ = ["Mlp", "DWConv", "DWConvMlp"]
+
+
+class Mlp(_TimmMlp):
+    """timm's `Mlp` (fc1 -> GELU -> fc2, same modules and state_dict keys), plus the official per-module count.
+
+    A subclass rather than a wrapper so the checkpoint keys stay `mlp.fc1.*` / `mlp.fc2.*`.
+    """
+
+    def flops(self, H: int, W: int) -> int:
+        """MACs on H x W tokens, official rule: the two linear layers, biases and GELU not counted."""
+        n = H * W
+        return n * self.fc1.in_features * self.fc1.out_features + n * self.fc2.in_features * self.fc2.out_features
+
 
 # oneDNN's convolution with a fused pointwise op (the kernel torch.compile's CPU backend also uses).
 _HAS_FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -30,6 +44,11 @@ class DWConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dwconv(x.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W), channels-last strides
         return x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
+
+    def flops(self, H: int, W: int) -> int:
+        """Official conv count: 9 MACs and one bias add per output element (10 * C * H * W)."""
+        c = self.dwconv.in_channels
+        return conv_flops(3, c, c, 1, 1, H, W, groups=self.dwconv.groups)
 
 
 class DWConvMlp(nn.Module):
@@ -97,3 +116,9 @@ class DWConvMlp(nn.Module):
         x = self.drop1(x)
         x = self.fc2(x)
         return self.drop2(x)
+
+    def flops(self, H: int, W: int) -> int:
+        """MACs on an H x W map, official rule: fc1 and fc2 (no biases), plus the depthwise conv with its bias."""
+        n = H * W
+        linear = n * self.fc1.in_features * self.fc1.out_features + n * self.fc2.in_features * self.fc2.out_features
+        return linear + self.dwconv.flops(H, W)

@@ -112,7 +112,8 @@ class HiLo(nn.Module):
             # s x s average pool on the channels-last view: (B, Hp, Wp, C) -> (B, Hp / s, Wp / s, C), contiguous.
             # (A reshape-mean over the strided window axes computes the same and is 15-25x slower on CPU.)
             x = F.avg_pool2d(x.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
-        kv = self.l_kv(x).reshape(B, -1, 2, h, d).permute(2, 0, 3, 1, 4)  # (B, M, 2, h, d) -> (2, B, h, M, d)
+        m = x.shape[1] * x.shape[2]  # pooled tokens; explicit, as -1 is ambiguous for an empty batch
+        kv = self.l_kv(x).reshape(B, m, 2, h, d).permute(2, 0, 3, 1, 4)  # (B, M, 2, h, d) -> (2, B, h, M, d)
         k, v = kv.unbind(0)
         o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         o = o.transpose(1, 2).reshape(B, Hp, Wp, self.l_dim)  # (B, h, N, d) -> (B, Hp, Wp, l_dim)

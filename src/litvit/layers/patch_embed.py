@@ -1,5 +1,6 @@
 """Stage-1 patch embedding: a strided conv that turns an image into a (B, H, W, C) token map."""
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import nn
 
-from ._checks import check_image, check_positive_int
+from ._checks import check_dtype, check_image, check_positive_int
 
 
 @register_notrace_module
@@ -37,6 +38,8 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) image -> (B, ceil(H / p), ceil(W / p), embed_dim) map."""
         check_image(x, self.in_chans, 1, "PatchEmbed input")
+        if not torch.jit.is_scripting():  # the first weights of every model: a dtype mismatch is reported here
+            check_dtype(x, self.proj.weight, "PatchEmbed input")
         p = self.patch_size
         pad_w = (p - x.shape[-1] % p) % p
         pad_h = (p - x.shape[-2] % p) % p
@@ -47,3 +50,12 @@ class PatchEmbed(nn.Module):
         x = self.proj(x.contiguous(memory_format=torch.channels_last))
         x = x.permute(0, 2, 3, 1)  # (B, C, H, W) channels_last -> (B, H, W, C) contiguous
         return self.norm(x)
+
+    def flops(self, H: int, W: int) -> int:
+        """MACs for an H x W *image* (padded to a multiple of p), official rule: the conv's p*p*C_in MACs per
+        output element (its bias, unlike the other convs', not counted), plus C per token for the norm."""
+        p = self.patch_size
+        h, w = math.ceil(H / p), math.ceil(W / p)
+        conv = h * w * self.embed_dim * self.in_chans * p * p
+        norm = 0 if isinstance(self.norm, nn.Identity) else self.embed_dim * h * w
+        return conv + norm
