@@ -23,6 +23,7 @@ __all__ = [
     "LITv2Backbone",
     "MODELS",
     "create_backbone",
+    "flops",
     "layers",
     "models",
 ]
@@ -30,6 +31,6 @@ __all__ = [
 # Importing litvit registers its models with timm. Only the `litvit` command's launcher (litvit_cli) defers that,
 # to answer `--help` without importing torch; it registers them itself before any command runs.
 if not getattr(sys.modules.get("litvit_cli"), "DEFER_MODELS", False):
-    from . import layers, models
+    from . import flops, layers, models  # flops: litvit's FlopCounterMode formulas (deform_conv2d, SDPA kernels)
     from .layers import HiLo
     from .models import LIT, LITBackbone, LITTi, LITTiBackbone, LITv2, LITv2Backbone, create_backbone
