@@ -35,3 +35,28 @@ def test_cli_models_prints_the_table(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "| LITv2-S | litv2_s | 224 | 27.84 | 3.73 |" in out
+
+
+def test_readme_and_docs_point_only_to_files_in_the_repository():
+    """A newcomer with a plain clone can follow every path the README and the docs name."""
+    import re
+
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)\)", text):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which is not in the repository"
+        assert "spec/ARCHITECTURE.md" not in text, f"{page.name} points to the shared spec, not in a clone"
+
+
+def test_readme_says_how_to_set_up_and_every_table_model_is_registered():
+    import timm
+
+    import litvit  # noqa: F401
+
+    readme = (ROOT / "README.md").read_text()
+    assert "python3 -m venv" in readme and "GB" in readme and "minutes" in readme
+    for row in readme_table():
+        assert timm.is_model(row["timm name"].split(" ")[0]), row
+    assert "litv2_nano" in [row["timm name"] for row in readme_table()]

@@ -5,7 +5,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, List, Optional
 
 from .errors import LitvitError, report
 
@@ -22,3 +22,15 @@ def run_command(prog: str, func: Callable[[argparse.Namespace], Any], args: argp
             hint = getattr(args, "interrupt_hint", "")
             print(f"\n{prog}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
+
+
+def main_of(
+    prog: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None], argv: Optional[List[str]]
+) -> int:
+    """A command run on its own (`python -m litvit.train ...`, the form torchrun starts): parse, then run."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_command(prog, args.func, args)

@@ -192,7 +192,7 @@ class LITTi(_LITTiTrunk):
 
     @torch.jit.ignore
     def load_pretrained(self, checkpoint_path: str) -> None:
-        """Load an official LIT-Ti file or a litvit checkpoint (timm's custom-load hook; see litvit.checkpoint)."""
+        """Load an official LIT-Ti file or a litvit checkpoint (timm's custom-load hook; see models._loading)."""
         load_into(self, checkpoint_path, checkpoint_filter_fn)
 
     @torch.jit.ignore

@@ -74,14 +74,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..command import run_command
+    from ..command import main_of
 
-    parser = argparse.ArgumentParser(
-        prog="litvit train", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_command("litvit train", args.func, args)
+    return main_of("litvit train", DESCRIPTION, add_arguments, argv)
 
 
 if __name__ == "__main__":
