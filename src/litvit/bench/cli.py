@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import BenchError, LitvitError, report
+from ..errors import BenchError
 from .config import DEFAULT_MODELS, LAYER_FIELDS, LAYERS, QUICK_LAYERS, QUICK_MODELS, BenchConfig, parse_sizes
 
 PROG = "litvit bench"
@@ -89,20 +89,17 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; a bad request prints one line `litvit bench: ...` and returns 2 (nothing is measured)."""
-    try:
-        cfg = config_from_args(args)
-        from .machine import command_line
-        from .report import write_outputs
-        from .runner import run_bench
+    """Run the benchmark (a bad request raises a LitvitError before anything is measured; the command prints it)."""
+    cfg = config_from_args(args)
+    from .machine import command_line
+    from .report import write_outputs
+    from .runner import run_bench
 
-        record = run_bench(cfg)
-        if getattr(args, "argv", None) is not None:  # called as main(argv): record that, not the host's sys.argv
-            record["machine"]["command"] = command_line(["litvit", "bench", *args.argv])
-        out = args.out or Path("out/bench-attention" if cfg.attention else "out/bench")
-        paths = write_outputs(record, out)
-    except LitvitError as e:
-        return report(PROG, e)
+    record = run_bench(cfg)
+    if getattr(args, "argv", None) is not None:  # called as main(argv): record that, not the host's sys.argv
+        record["machine"]["command"] = command_line(["litvit", "bench", *args.argv])
+    out = args.out or Path("out/bench-attention" if cfg.attention else "out/bench")
+    paths = write_outputs(record, out)
     print(paths["table"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -128,9 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from ..command import run_command
+
     args = build_parser().parse_args(argv)
     args.argv = None if argv is None else list(argv)
-    return args.func(args)
+    return run_command(PROG, args.func, args)
 
 
 if __name__ == "__main__":
