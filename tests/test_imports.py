@@ -16,8 +16,9 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> Set[str]:
-    """Every litvit module named by an import statement anywhere in the file (function bodies too)."""
+def _imports(path: Path, known: Set[str] = frozenset()) -> Set[str]:
+    """Every litvit module named by an import statement anywhere in the file (function bodies too). `from . import
+    models` names the module `models`, not the package it is taken from (which Python imports first anyway)."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: Set[str] = set()
@@ -33,8 +34,10 @@ def _imports(path: Path) -> Set[str]:
                 target = node.module or ""
             if target.split(".")[0] != "litvit":
                 continue
-            found.add(target)
-            found |= {f"{target}.{a.name}" for a in node.names}  # `from . import models` names a module
+            modules = {f"{target}.{a.name}" for a in node.names} & set(known)
+            found |= modules
+            if len(modules) < len(node.names):  # some names are attributes of `target`
+                found.add(target)
     return found
 
 
@@ -49,7 +52,7 @@ def _graph() -> Dict[str, Set[str]]:
     graph: Dict[str, Set[str]] = {}
     for path in PKG.rglob("*.py"):
         src = _node(_module_name(path))
-        targets = {_node(m) for m in _imports(path) if m in known}
+        targets = {_node(m) for m in _imports(path, known) if m in known}
         graph.setdefault(src, set()).update(t for t in targets if t != src)
     return graph
 
