@@ -24,6 +24,13 @@ def run_command(prog: str, func: Callable[[argparse.Namespace], Any], args: argp
         return 130
 
 
+def add_command(subparsers: Any, name: str, help: str, description: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """`litvit NAME`: a sub-parser whose description keeps its line breaks (every command's is written that way)."""
+    return subparsers.add_parser(
+        name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )
+
+
 def main_of(
     prog: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None], argv: Optional[List[str]]
 ) -> int:

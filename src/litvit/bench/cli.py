@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..command import add_command, run_command
 from ..errors import BenchError
 from .config import DEFAULT_MODELS, LAYER_FIELDS, LAYERS, QUICK_LAYERS, QUICK_MODELS, BenchConfig, parse_sizes
 
@@ -107,12 +108,12 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `bench` subcommand to the `litvit` command."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "bench",
-        help="throughput / latency / memory of models, or of one attention layer (--attention)",
-        description=__doc__.split("\n\n")[0],
+        "throughput / latency / memory of models, or of one attention layer (--attention)",
+        __doc__.split("\n\n")[0],
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)
     p.set_defaults(func=run)
@@ -125,8 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..command import run_command
-
     args = build_parser().parse_args(argv)
     args.argv = None if argv is None else list(argv)
     return run_command(PROG, args.func, args)

@@ -4,6 +4,7 @@
 import argparse
 import sys
 
+from ..command import add_command
 from ..errors import ConfigError
 
 # litv2_nano (10 classes, 32 px): a page answers in ~3 s on 2 CPU cores; litv2_s takes ~10 s (Grad-CAM ~9 s of it).
@@ -19,11 +20,11 @@ otherwise: do not expose it to a network. Stop it with Ctrl-C."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "demo",
-        help="a local web page: an image's top-5 classes, offsets, HiLo frequencies, attention and Grad-CAM",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "a local web page: an image's top-5 classes, offsets, HiLo frequencies, attention and Grad-CAM",
+        DESCRIPTION,
     )
     p.add_argument("--model", help=f"timm name (default: the checkpoint's, else {DEFAULT_MODEL})")
     p.add_argument("--checkpoint", help="weights file: official release, litvit convert output or training run")

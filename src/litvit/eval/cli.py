@@ -3,6 +3,7 @@
 import argparse
 from typing import List, Optional
 
+from ..command import add_command, main_of
 from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS
 from ..train.config import key_value_arg
 
@@ -52,11 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "eval",
-        help="top-1 / top-5 of a model + checkpoint on a validation set (paper's eval transform)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "top-1 / top-5 of a model + checkpoint on a validation set (paper's eval transform)",
+        DESCRIPTION,
     )
     add_arguments(parser)
 
@@ -69,6 +70,4 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..command import main_of
-
     return main_of("litvit eval", DESCRIPTION, add_arguments, argv)

@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from ..command import add_command, main_of
 from ..errors import CheckpointError, ConfigError
 from .config import DEFAULT_CONFIG, add_config_arguments, config_names
 
@@ -35,11 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "train",
-        help="train a model (default: litv2_nano on the embedded digits, under a minute on a CPU)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train a model (default: litv2_nano on the embedded digits, under a minute on a CPU)",
+        DESCRIPTION,
     )
     add_arguments(parser)
 
@@ -74,8 +75,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..command import main_of
-
     return main_of("litvit train", DESCRIPTION, add_arguments, argv)
 
 

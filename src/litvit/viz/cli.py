@@ -5,6 +5,8 @@ Imports no torch (the run itself is in litvit.viz.run), so `litvit --help` stays
 
 import argparse
 
+from ..command import add_command
+
 KINDS = ("offsets", "frequency", "attention", "cam")
 
 DESCRIPTION = """Figures (PNG) and raw arrays (.npz) of what a LIT / LITv2 model does with an image:
@@ -19,12 +21,7 @@ See docs/visualise.md for how to read each figure."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "viz",
-        help="figures of DTM offsets, HiLo spectra, attention maps, Grad-CAM",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "viz", "figures of DTM offsets, HiLo spectra, attention maps, Grad-CAM", DESCRIPTION)
     p.add_argument("kind", choices=KINDS, help="what to show")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     p.add_argument("--model", required=True, help="timm name (litv2_s, lit_s, lit_ti, ...)")
