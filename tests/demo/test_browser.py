@@ -28,8 +28,8 @@ def test_headless_chromium_sends_the_example_and_shows_the_results(nano, fake_vi
         box["srv"] = srv
         started.set()
 
-    args = (nano, class_names(nano), "127.0.0.1", 0, "litv2_nano", RANDOM_NOTE)
-    thread = threading.Thread(target=serve, args=args, kwargs={"ready": ready}, daemon=True)
+    options = dict(host="127.0.0.1", port=0, model_name="litv2_nano", note=RANDOM_NOTE, ready=ready)
+    thread = threading.Thread(target=serve, args=(nano, class_names(nano)), kwargs=options, daemon=True)
     thread.start()
     assert started.wait(30)
     host, port = box["srv"].server_address[:2]

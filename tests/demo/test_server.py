@@ -34,8 +34,8 @@ def server(nano, fake_viz):
 
     thread = threading.Thread(
         target=serve,
-        args=(nano, class_names(nano), "127.0.0.1", 0, "litv2_nano", RANDOM_NOTE, 2**20),
-        kwargs={"ready": ready},
+        args=(nano, class_names(nano)),
+        kwargs=dict(host="127.0.0.1", port=0, model_name="litv2_nano", note=RANDOM_NOTE, max_bytes=2**20, ready=ready),
         daemon=True,
     )
     thread.start()

@@ -61,7 +61,16 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"litvit demo: {note}", file=sys.stderr, flush=True)
 
     try:
-        serve(model, labels, args.host, args.port, name, note, int(args.max_mb * 2**20), ready=announce)
+        serve(
+            model,
+            labels,
+            ready=announce,
+            host=args.host,
+            port=args.port,
+            model_name=name,
+            note=note,
+            max_bytes=int(args.max_mb * 2**20),
+        )
     except OSError as e:
         raise ConfigError(
             f"cannot listen on {args.host}:{args.port} ({e.strerror or e}): pass another --port (or stop the "

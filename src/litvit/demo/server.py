@@ -124,17 +124,11 @@ def make_server(
 
 
 def serve(
-    model: nn.Module,
-    labels: Sequence[str],
-    host: str = "127.0.0.1",
-    port: int = 7860,
-    model_name: str = "",
-    note: str = "",
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    ready: Optional[Callable[[HTTPServer], None]] = None,
+    model: nn.Module, labels: Sequence[str], ready: Optional[Callable[[HTTPServer], None]] = None, **options: Any
 ) -> None:
-    """Serve the demo until Ctrl-C (or `server.shutdown()` from another thread), then close the socket."""
-    server = make_server(model, labels, host, port, model_name, note, max_bytes)
+    """Serve the demo until Ctrl-C (or `server.shutdown()` from another thread), then close the socket; `options` are
+    make_server's (host, port, model_name, note, max_bytes, timeout)."""
+    server = make_server(model, labels, **options)
     try:
         if ready is not None:
             ready(server)
