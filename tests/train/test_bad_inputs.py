@@ -87,6 +87,14 @@ def test_a_save_killed_mid_way_leaves_nothing_after_the_next_start(tmp_path, cap
     capsys.readouterr()
     assert not stale.exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # a training checkpoint holding a NaN weight is refused by eval and by resume, naming the tensor
+    ck = torch.load(out / "last.pth", weights_only=True)
+    ck["model"]["head.bias"][0] = float("nan")
+    torch.save(ck, out / "last.pth")
+    for argv in (["eval", "--checkpoint", str(out / "last.pth")], ["train", "--resume", str(out)]):
+        assert main(argv) == 2
+        line = one_error_line(capsys, f"litvit {argv[0]}")
+        assert "1 tensor holds NaN or Inf: head.bias" in line, line
 
 
 def test_eval_of_a_run_works_from_another_folder(tmp_path, capsys):
