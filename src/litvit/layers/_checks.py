@@ -36,13 +36,6 @@ def check_floating(x: torch.Tensor, name: str) -> None:
 _TENSOR_METHOD = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
 @register_notrace_function
 @torch.jit.unused
 def check_dtype(x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
@@ -55,7 +48,7 @@ def check_dtype(x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
     """
     if x.dtype == weight.dtype:
         return
-    if _autocast_enabled(x.device.type) and torch.float64 not in (x.dtype, weight.dtype):
+    if torch.is_autocast_enabled(x.device.type) and torch.float64 not in (x.dtype, weight.dtype):
         return
     cast = _TENSOR_METHOD.get(weight.dtype)
     fix_input = f"x.{cast}()" if cast is not None else f"x.to({weight.dtype})"
