@@ -13,7 +13,14 @@ from typing import List, Optional
 from .command import run_command
 
 # Commands that live with their subpackage: each module has `register(subparsers)` adding its parser.
-COMMAND_MODULES = ("litvit.train.cli", "litvit.eval.cli", "litvit.bench.cli", "litvit.viz.cli", "litvit.demo.cli")
+COMMAND_MODULES = (
+    "litvit.train.cli",
+    "litvit.eval.cli",
+    "litvit.predict.cli",
+    "litvit.bench.cli",
+    "litvit.viz.cli",
+    "litvit.demo.cli",
+)
 
 
 def _models(args: argparse.Namespace) -> int:

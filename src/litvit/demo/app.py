@@ -10,11 +10,12 @@ import io
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import ConfigError, one_line
+from ..errors import one_line
+from ..predict.classes import class_names, top_classes
+from ..predict.run import load_predict_model
 
 __all__ = ["PICTURES", "class_names", "decode_image", "load_demo_model", "predict_top5", "render", "render_upload"]
 
@@ -32,39 +33,12 @@ PICTURES: Tuple[Tuple[str, str], ...] = (
 RANDOM_NOTE = "random weights (no --checkpoint): the classes and pictures show the method, not a trained model"
 
 
-def class_names(model: nn.Module, info: Optional[Dict[str, Any]] = None) -> List[str]:
-    """The name of each output of `model`: a litvit run's stored classes, ImageNet-1k's for 1000 outputs, else
-    'class i'."""
-    n = int(getattr(model, "num_classes", 0) or 0)
-    stored = (info or {}).get("classes")
-    if stored and len(stored) == n:
-        return [str(c) for c in stored]
-    if n == 1000:
-        from timm.data import ImageNetInfo
-
-        names = ImageNetInfo()
-        return [names.index_to_description(i) for i in range(n)]
-    return [f"class {i}" for i in range(n)]
-
-
 def load_demo_model(model_name: Optional[str], checkpoint: Optional[str]) -> Tuple[nn.Module, List[str], str, str]:
     """(model in eval mode, its class names, a note for the page, its name). Without a checkpoint the model keeps
     its random initialisation (no download is tried) and the note says so."""
-    import timm
-
-    from ..eval.evaluate import load_eval_model
-    from ..tasks.classification import check_model_name
-
-    if checkpoint is None:
-        if model_name is None:
-            raise ConfigError("pass --model NAME (or --checkpoint FILE)")
-        check_model_name(model_name)
-        model, info, note = timm.create_model(model_name), {"model_name": model_name}, RANDOM_NOTE
-    else:
-        model, info = load_eval_model(model_name, checkpoint)
-        note = ""
+    model, info = load_predict_model(model_name, checkpoint, pretrained=False)
     name = info.get("model_name") or model_name or type(model).__name__
-    return model.eval(), class_names(model, info), note, name
+    return model, class_names(model, info), "" if checkpoint else RANDOM_NOTE, name
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -87,11 +61,8 @@ def predict_top5(model: nn.Module, pil: Image.Image, labels: Sequence[str]) -> L
     """The (up to) five most probable classes of `pil`, most probable first, under the model's eval transform."""
     from ..data.transforms import data_config, eval_transform
 
-    x = eval_transform(data_config(model))(pil.convert("RGB")).unsqueeze(0)
-    with torch.no_grad():
-        probs = model.eval()(x).float().softmax(-1)[0]
-    top = probs.topk(min(5, probs.numel()))
-    return [(labels[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    x = eval_transform(data_config(model))(pil.convert("RGB")).unsqueeze(0)  # (1, 3, H, W)
+    return [(name, prob) for name, _index, prob in top_classes(model.eval(), x, labels, 5)[0]]
 
 
 def _figure_png(fig: Any) -> str:

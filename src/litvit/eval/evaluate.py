@@ -22,7 +22,7 @@ from ..models import identify
 from ..tasks.classification import check_input_size, check_model_name, evaluate
 from ..train.checkpoint import is_train_checkpoint, read_any
 
-__all__ = ["evaluate", "load_eval_model", "run_eval"]
+__all__ = ["evaluate", "load_eval_model", "model_data_config", "run_eval"]
 
 
 def _released(model_name: str, kwargs: Dict[str, Any]) -> nn.Module:
@@ -104,6 +104,28 @@ def load_eval_model(
     return model, {"model_name": model_name}
 
 
+def model_data_config(
+    model: nn.Module,
+    info: Dict[str, Any],
+    img_size: Optional[int] = None,
+    crop_pct: Optional[float] = None,
+    crop_mode: Optional[str] = None,
+    interpolation: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The eval data config of a model from `load_eval_model`: the values given, else a litvit run's own (its
+    resolution and crop), else the model's; a resolution the model cannot take is refused here."""
+    run_cfg = info.get("config") or {}
+    dcfg = data_config(
+        model,
+        img_size or run_cfg.get("img_size"),
+        crop_pct or run_cfg.get("crop_pct"),
+        crop_mode or run_cfg.get("crop_mode"),
+        interpolation or run_cfg.get("interpolation"),
+    )
+    check_input_size(model, dcfg["input_size"][-1])
+    return dcfg
+
+
 def run_eval(args: Any) -> Dict[str, Any]:
     """`litvit eval` with parsed arguments: results on rank 0's screen (and --json), returned on every rank."""
     if args.batch_size < 1:
@@ -120,15 +142,8 @@ def _run_eval(args: Any, dist: rt.DistInfo) -> Dict[str, Any]:
     amp = rt.autocast_dtype(args.amp, device)
     model, info = load_eval_model(args.model, args.checkpoint, args.ema, dict(args.model_kwargs), args.img_size)
     run_cfg = info.get("config") or {}
-    dcfg = data_config(
-        model,
-        args.img_size or run_cfg.get("img_size"),
-        args.crop_pct or run_cfg.get("crop_pct"),
-        args.crop_mode or run_cfg.get("crop_mode"),
-        args.interpolation or run_cfg.get("interpolation"),
-    )
+    dcfg = model_data_config(model, info, args.img_size, args.crop_pct, args.crop_mode, args.interpolation)
     size = dcfg["input_size"][-1]
-    check_input_size(model, size)
     data = args.data
     if data is None:
         if not run_cfg:
