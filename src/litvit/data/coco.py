@@ -12,6 +12,7 @@ trained on; they stay in the ground truth for COCO's evaluation, which ignores d
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -246,4 +247,6 @@ def decode_mask(seg: Any, height: int, width: int) -> np.ndarray:
     rles = m.frPyObjects(seg, height, width) if isinstance(seg, list) or isinstance(seg.get("counts"), list) else seg
     if isinstance(rles, list):
         rles = m.merge(rles)
-    return np.ascontiguousarray(m.decode(rles), dtype=np.uint8)
+    with warnings.catch_warnings():  # pycocotools < 2.1 under NumPy 2: a DeprecationWarning about __array__(copy)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.ascontiguousarray(m.decode(rles), dtype=np.uint8)
