@@ -22,7 +22,9 @@ def _full_rle(w=W, h=H):
 
 def make_coco(root, annotations, images=None, categories=None, split="train", masks=True):
     """root/annotations/instances_<split>.json and root/<split>/<i>.png (W x H)."""
-    images = images if images is not None else [{"id": i, "file_name": f"{i}.png", "width": W, "height": H} for i in (1, 2)]
+    images = (
+        images if images is not None else [{"id": i, "file_name": f"{i}.png", "width": W, "height": H} for i in (1, 2)]
+    )
     categories = categories if categories is not None else [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}]
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     (root / split).mkdir(exist_ok=True)
@@ -39,7 +41,10 @@ def make_coco(root, annotations, images=None, categories=None, split="train", ma
     return root
 
 
-GOOD = [{"image_id": 1, "category_id": 7, "bbox": [2, 3, 10, 8]}, {"image_id": 2, "category_id": 3, "bbox": [0, 0, 5, 5]}]
+GOOD = [
+    {"image_id": 1, "category_id": 7, "bbox": [2, 3, 10, 8]},
+    {"image_id": 2, "category_id": 3, "bbox": [0, 0, 5, 5]},
+]
 
 
 def test_good_file_classes_in_id_order(tmp_path):

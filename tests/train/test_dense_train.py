@@ -56,7 +56,12 @@ def test_default_configs_are_the_dense_ones(tmp_path):
     assert (det.model, det.img_size, det.task) == ("retinanet_litv2_s", 128, "det")
     assert build_config(overrides={"task": "seg"}).model == "semantic_fpn_litv2_s"
     retina = build_config("retinanet_litv2_s")
-    assert (retina.sched, retina.decay_milestones, retina.warmup_steps, retina.epochs) == ("multistep", [8, 11], 500, 12)
+    assert (retina.sched, retina.decay_milestones, retina.warmup_steps, retina.epochs) == (
+        "multistep",
+        [8, 11],
+        500,
+        12,
+    )
     assert (retina.base_lr, retina.lr_base_size, retina.weight_decay_groups) == (1e-4, 16, "all")
     mask = build_config("mask_rcnn_litv2_s")
     assert (mask.base_lr, mask.weight_decay_groups) == (2e-4, "no_norm")
@@ -79,7 +84,10 @@ def _one_line_exit_2(capsys, argv, *needles):
         (["train", "--task", "det", "--data", "{scenes}/ade"], ["COCO's layout"]),
         (["train", "--task", "seg", "--data", "{scenes}/coco"], ["ADE20K's layout"]),
         (["train", "--task", "det", "--data", "{scenes}/coco", "--model", "retinanet_litv9"], ["unknown dense model"]),
-        (["train", "--task", "det", "--data", "{scenes}/coco", "--num-classes", "3"], ["--num-classes 3", "10 categories"]),
+        (
+            ["train", "--task", "det", "--data", "{scenes}/coco", "--num-classes", "3"],
+            ["--num-classes 3", "10 categories"],
+        ),
         (["eval", "--task", "det"], ["needs --checkpoint"]),
         (["eval", "--task", "seg", "--checkpoint", "{tmp}/w.pth"], ["w.pth"]),
         (["eval", "--task", "det", "--checkpoint", "{tmp}/w.pth"], ["w.pth"]),

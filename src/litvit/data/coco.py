@@ -77,7 +77,9 @@ def _load_json(path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"cannot read {str(path)!r} as json ({str(e).splitlines()[0]}): fix or replace the file") from None
+        raise DataError(
+            f"cannot read {str(path)!r} as json ({str(e).splitlines()[0]}): fix or replace the file"
+        ) from None
     keys = ("images", "annotations", "categories")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in keys):
         raise DataError(
@@ -123,9 +125,9 @@ def _mask_problem(seg: Any, width: int, height: int) -> Optional[str]:
         if list(size) != [height, width]:
             return f"mask is {size[1]}x{size[0]}, its image {width}x{height}"
         return None
-    if isinstance(seg, list) and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for p in seg for v in p):
-            return None
+    polygons = isinstance(seg, list) and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg)
+    if polygons and all(isinstance(v, (int, float)) and math.isfinite(v) for p in seg for v in p):
+        return None
     return "mask polygons must be lists of x, y numbers (3 points or more)"
 
 

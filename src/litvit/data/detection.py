@@ -65,4 +65,3 @@ class DetectionDataset(Dataset):
             if self.with_masks:
                 target["masks"] = target["masks"].flip(-1)
         return image.float().div_(255.0), target
-

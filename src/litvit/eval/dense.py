@@ -120,4 +120,3 @@ def run_dense_eval(args: Any, dist: rt.DistInfo, task: str, raw: Optional[Dict[s
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=2)
     return res
-

@@ -62,7 +62,9 @@ def coco_map(gt: Dict[str, Any], results: List[Dict[str, Any]], iou_type: str = 
     return {k: max(0.0, float(v)) for k, v in zip(COCO_STATS, ev.stats)}  # -1 (no such object) counts as 0
 
 
-def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, label: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """(num_classes, num_classes) int64 counts, rows = true class, columns = predicted; ignored pixels left out."""
     keep = label != ignore_index
     index = label[keep].long() * num_classes + pred[keep].long()

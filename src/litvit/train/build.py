@@ -50,8 +50,10 @@ def build_scheduler(
     schedule's power (0.9 for Semantic FPN)."""
     warmup: float = cfg.warmup_epochs
     if cfg.warmup_steps:
-        warmup = cfg.warmup_steps / updates_per_epoch if cfg.sched_on == "step" else math.ceil(
+        warmup = (
             cfg.warmup_steps / updates_per_epoch
+            if cfg.sched_on == "step"
+            else math.ceil(cfg.warmup_steps / updates_per_epoch)
         )
     extra: Dict[str, Any] = {"decay_rate": cfg.decay_rate}
     if cfg.decay_milestones:

@@ -9,11 +9,13 @@ from ..command import add_command, main_of
 from ..errors import CheckpointError, ConfigError
 from .config import DEFAULT_CONFIG, TASK_DEFAULT_CONFIGS, add_config_arguments, config_names
 
+_DET, _SEG = TASK_DEFAULT_CONFIGS["detection"], TASK_DEFAULT_CONFIGS["segmentation"]
 DESCRIPTION = f"""Train a LIT / LITv2 model (any timm model) with the paper's recipe on timm's training stack.
 
 With no arguments: litv2_nano on the embedded handwritten digits (no download), under a minute on 2 CPU cores;
 the defaults shown below are that config's ({DEFAULT_CONFIG}). `--task det` / `--task seg` train a detector /
-segmenter the same way (configs {TASK_DEFAULT_CONFIGS["detection"]} / {TASK_DEFAULT_CONFIGS["segmentation"]}: small models on embedded scenes of the digits; --data DIR for COCO / ADE20K layouts).
+segmenter on the same loop ({_DET} / {_SEG}: small models on embedded scenes of the digits; --data DIR for
+COCO / ADE20K layouts; configs retinanet_litv2_s, mask_rcnn_litv2_s, semantic_fpn_litv2_s for the papers' runs).
 Configs: {", ".join(config_names())} (--config NAME or a YAML file); flags override config values.
 Multi-process / multi-node: torchrun --nproc_per_node N -m litvit.train --config litv2_s --data /imagenet"""
 

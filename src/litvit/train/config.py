@@ -124,9 +124,13 @@ class TrainConfig:
     )
     epochs: int = _f(300, "training epochs", group="optimization")
     warmup_epochs: int = _f(20, "linear warmup epochs", group="optimization")
-    warmup_steps: int = _f(0, "linear warmup in optimizer steps instead of epochs (0 = --warmup-epochs)", group="optimization")
+    warmup_steps: int = _f(
+        0, "linear warmup in optimizer steps instead of epochs (0 = --warmup-epochs)", group="optimization"
+    )
     decay_milestones: List[float] = _f([], "epochs at which the multistep schedule decays the lr", group="optimization")
-    decay_rate: float = _f(0.1, "lr factor at each milestone (multistep); the power of the poly schedule", group="optimization")
+    decay_rate: float = _f(
+        0.1, "lr factor at each milestone (multistep); the power of the poly schedule", group="optimization"
+    )
     weight_decay_groups: str = _f(
         "official",
         "which parameters get no weight decay: official (norms, biases, tables, tokens), all decayed, or "
