@@ -114,8 +114,10 @@ class LitRetinaNet(RetinaNet):
         return boxes, flat, labels
 
 
-def build_retinanet(body: nn.Module, num_classes: int, **kwargs) -> LitRetinaNet:
-    """RetinaNet on `body` (a litvit detection backbone returning stages 2-4)."""
+def build_retinanet(body: nn.Module, num_classes: int, fpn_channels: int = 256, **kwargs) -> LitRetinaNet:
+    """RetinaNet on `body` (a litvit detection backbone returning stages 2-4); `fpn_channels` is the width of the FPN
+    and the head (256 in the official configs; smaller for tests)."""
     in_channels = stage_channels(body)
-    fpn = BackboneFPN(body, in_channels, 256, extra_blocks=P6P7FromInput(in_channels[-1], 256))
+    extra = P6P7FromInput(in_channels[-1], fpn_channels)
+    fpn = BackboneFPN(body, in_channels, fpn_channels, extra_blocks=extra)
     return LitRetinaNet(fpn, num_classes, **kwargs)
