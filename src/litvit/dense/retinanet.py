@@ -23,7 +23,7 @@ from torchvision.ops import boxes as box_ops
 
 from .anchors import MMDetAnchorGenerator, MMDetBoxCoder
 from .fpn import BackboneFPN, P6P7FromInput, stage_channels
-from .transform import DetTransform
+from .transform import DetTransform, check_targets
 
 __all__ = ["LitRetinaNet", "build_retinanet", "TOPK_RULES"]
 
@@ -68,6 +68,10 @@ class LitRetinaNet(RetinaNet):
         self.topk_rule = topk_rule
         self.box_coder = MMDetBoxCoder((1.0, 1.0, 1.0, 1.0))
         self.transform = DetTransform(min_size, max_size, image_mean, image_std)
+
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
+        check_targets(targets, self.num_classes)
+        return super().forward(images, targets)
 
     def postprocess_detections(
         self,
