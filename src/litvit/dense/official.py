@@ -106,9 +106,12 @@ def infer_num_classes(checkpoint: Union[PathLike, Dict[str, Any]], arch: str) ->
     """The foreground class count a dense checkpoint (official or litvit layout) was trained for."""
     sd = _read(checkpoint)
     official_key, litvit_key, per_class, background = _CLASSIFIER[_FAMILY[arch]]
-    key = official_key if is_official(sd) else litvit_key
+    official = is_official(sd)
+    key = official_key if official else litvit_key
     if key not in sd:
-        raise CheckpointError(f"the checkpoint has no {key!r}: it does not hold a {arch} model")
+        held = [a for a, f in _FAMILY.items() if _CLASSIFIER[f][0 if official else 1] in sd]
+        hint = f" (it holds a {' / '.join(held)} model)" if held else ""
+        raise CheckpointError(f"the checkpoint has no {key!r}: it does not hold a {arch} model{hint}")
     return int(sd[key].shape[0]) // per_class - background
 
 

@@ -27,7 +27,7 @@ from .anchors import MMDetAnchorGenerator, MMDetBoxCoder
 from .fpn import BackboneFPN, stage_channels
 from .retinanet import IMAGENET_MEAN, IMAGENET_STD
 from .roi_align import LevelRoIAlign
-from .transform import DetTransform
+from .transform import DetTransform, check_targets
 
 __all__ = ["LitRCNN", "build_rcnn"]
 
@@ -74,6 +74,7 @@ class LitRCNN(GeneralizedRCNN):
         self.num_classes = num_classes
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
+        check_targets(targets, self.num_classes)
         if targets is not None:  # 0-based classes -> torchvision's 1-based (0 = background)
             targets = [{**t, "labels": t["labels"] + 1} if "labels" in t else t for t in targets]
         out = super().forward(images, targets)
@@ -86,6 +87,9 @@ def build_rcnn(
     body: nn.Module,
     num_classes: int,
     with_mask: bool = True,
+    fpn_channels: int = 256,
+    box_fc_channels: int = 1024,
+    mask_channels: int = 256,
     min_size: Optional[int] = 800,
     max_size: int = 1333,
     image_mean: Tuple[float, ...] = IMAGENET_MEAN,
@@ -99,8 +103,12 @@ def build_rcnn(
     box_nms_thresh: float = 0.5,
     box_detections_per_img: int = 100,
 ) -> LitRCNN:
-    """Mask R-CNN (`with_mask`) or Faster R-CNN on `body` (a litvit detection backbone returning stages 1-4)."""
-    fpn = BackboneFPN(body, stage_channels(body), 256, extra_blocks=LastLevelMaxPool())
+    """Mask R-CNN (`with_mask`) or Faster R-CNN on `body` (a litvit detection backbone returning stages 1-4).
+
+    The widths (FPN and RPN `fpn_channels`, box head `box_fc_channels`, mask head `mask_channels`) are the official
+    ones by default; smaller ones make test models. The rest are torchvision's keywords at mmdet's values.
+    """
+    fpn = BackboneFPN(body, stage_channels(body), fpn_channels, extra_blocks=LastLevelMaxPool())
     width = fpn.out_channels
     rpn = RegionProposalNetwork(
         MMDetAnchorGenerator(strides=(4, 8, 16, 32, 64), scales=(8.0,)),
@@ -119,13 +127,13 @@ def build_rcnn(
     if with_mask:
         masks = dict(
             mask_roi_pool=LevelRoIAlign(14),
-            mask_head=MaskRCNNHeads(width, [256] * 4, 1),
-            mask_predictor=MaskRCNNPredictor(256, 256, num_classes + 1),
+            mask_head=MaskRCNNHeads(width, [mask_channels] * 4, 1),
+            mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes + 1),
         )
     roi_heads = MMDetRoIHeads(
         LevelRoIAlign(7),
-        TwoMLPHead(width * 7 * 7, 1024),
-        FastRCNNPredictor(1024, num_classes + 1),
+        TwoMLPHead(width * 7 * 7, box_fc_channels),
+        FastRCNNPredictor(box_fc_channels, num_classes + 1),
         fg_iou_thresh=0.5,
         bg_iou_thresh=0.5,
         batch_size_per_image=512,

@@ -23,7 +23,7 @@ from torchvision.ops import boxes as box_ops
 
 from .anchors import MMDetAnchorGenerator, MMDetBoxCoder
 from .fpn import BackboneFPN, P6P7FromInput, stage_channels
-from .transform import DetTransform
+from .transform import DetTransform, check_targets
 
 __all__ = ["LitRetinaNet", "build_retinanet", "TOPK_RULES"]
 
@@ -68,6 +68,10 @@ class LitRetinaNet(RetinaNet):
         self.topk_rule = topk_rule
         self.box_coder = MMDetBoxCoder((1.0, 1.0, 1.0, 1.0))
         self.transform = DetTransform(min_size, max_size, image_mean, image_std)
+
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
+        check_targets(targets, self.num_classes)
+        return super().forward(images, targets)
 
     def postprocess_detections(
         self,
@@ -114,8 +118,10 @@ class LitRetinaNet(RetinaNet):
         return boxes, flat, labels
 
 
-def build_retinanet(body: nn.Module, num_classes: int, **kwargs) -> LitRetinaNet:
-    """RetinaNet on `body` (a litvit detection backbone returning stages 2-4)."""
+def build_retinanet(body: nn.Module, num_classes: int, fpn_channels: int = 256, **kwargs) -> LitRetinaNet:
+    """RetinaNet on `body` (a litvit detection backbone returning stages 2-4); `fpn_channels` is the width of the FPN
+    and the head (256 in the official configs; smaller for tests)."""
     in_channels = stage_channels(body)
-    fpn = BackboneFPN(body, in_channels, 256, extra_blocks=P6P7FromInput(in_channels[-1], 256))
+    extra = P6P7FromInput(in_channels[-1], fpn_channels)
+    fpn = BackboneFPN(body, in_channels, fpn_channels, extra_blocks=extra)
     return LitRetinaNet(fpn, num_classes, **kwargs)

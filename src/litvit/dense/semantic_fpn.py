@@ -62,10 +62,10 @@ class FPNHead(nn.Module):
 class SemanticFPN(nn.Module):
     """`forward(x)`: ImageNet-normalised (B, 3, H, W) -> logits (B, K, H, W); `decode(x)`: logits at stride 4."""
 
-    def __init__(self, backbone: BackboneFPN, num_classes: int, channels: int = 128):
+    def __init__(self, backbone: BackboneFPN, num_classes: int, channels: int = 128, dropout: float = 0.1):
         super().__init__()
         self.backbone = backbone
-        self.decode_head = FPNHead(num_classes, backbone.out_channels, channels)
+        self.decode_head = FPNHead(num_classes, backbone.out_channels, channels, dropout=dropout)
         self.num_classes = num_classes
         self.out_channels = backbone.out_channels
 
@@ -76,6 +76,9 @@ class SemanticFPN(nn.Module):
         return F.interpolate(self.decode(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build_semantic_fpn(body: nn.Module, num_classes: int, channels: int = 128) -> SemanticFPN:
-    """Semantic FPN on `body` (a litvit segmentation backbone returning its four stages)."""
-    return SemanticFPN(BackboneFPN(body, stage_channels(body), 256), num_classes, channels)
+def build_semantic_fpn(
+    body: nn.Module, num_classes: int, fpn_channels: int = 256, channels: int = 128, dropout: float = 0.1
+) -> SemanticFPN:
+    """Semantic FPN on `body` (a litvit segmentation backbone returning its four stages); `fpn_channels` and the
+    head's `channels` are the official 256 and 128 by default."""
+    return SemanticFPN(BackboneFPN(body, stage_channels(body), fpn_channels), num_classes, channels, dropout)

@@ -15,7 +15,9 @@ from torch import Tensor
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
-__all__ = ["DetTransform", "paste_masks"]
+from ..errors import DataError
+
+__all__ = ["DetTransform", "check_targets", "paste_masks"]
 
 
 class DetTransform(GeneralizedRCNNTransform):
@@ -74,6 +76,25 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int]) -> Te
     xs = torch.arange(w, device=masks.device, dtype=torch.float32) + 0.5
     gy = (ys[None] - y0[:, None]) / (y1 - y0)[:, None] * 2 - 1  # (N, H)
     gx = (xs[None] - x0[:, None]) / (x1 - x0)[:, None] * 2 - 1  # (N, W)
-    gy, gx = torch.nan_to_num(gy, posinf=0.0, neginf=0.0), torch.nan_to_num(gx, posinf=0.0, neginf=0.0)  # empty box
+    # An empty box (zero width / height) divides by 0: its mask is empty here (mmdet maps inf to 0, the box centre,
+    # and so fills the whole image with the mask's middle value).
+    gy, gx = (
+        torch.nan_to_num(gy, nan=2.0, posinf=2.0, neginf=2.0),
+        torch.nan_to_num(gx, nan=2.0, posinf=2.0, neginf=2.0),
+    )
     grid = torch.stack([gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=3)  # (N, H, W, 2)
     return F.grid_sample(masks.float(), grid, align_corners=False).to(masks.dtype)  # (N, 1, H, W)
+
+
+def check_targets(targets: Optional[List[Dict[str, Tensor]]], num_classes: int) -> None:
+    """Training targets at the model's boundary: labels must be 0-based class indices (torchvision's detectors would
+    fail deep inside, or silently train a label as another class)."""
+    for i, t in enumerate(targets or []):
+        labels = t.get("labels")
+        if labels is None or "boxes" not in t:
+            raise DataError(f"target {i} needs 'boxes' (N, 4) and 'labels' (N,)")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise DataError(
+                f"target {i} has label {int(labels.max() if labels.max() >= num_classes else labels.min())}: labels "
+                f"are 0-based class indices 0..{num_classes - 1} (no background class)"
+            )
