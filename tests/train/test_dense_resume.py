@@ -14,12 +14,13 @@ from litvit.data.scenes import write_scenes
 
 from .helpers import assert_same_tensors, env, load, optimizer_tensors, run_module
 
-NANO = "backbone_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 1, 2, 2]}"
+NANO = ["backbone_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 1, 2, 2]}", "fpn_channels=32"]
 # Random parts on: shuffling, flips and (seg) rescale / crop / photometric distortion in the loader worker, the
 # R-CNN samplers (torch) in the model, warmup + cosine.
 RECIPE = ["--threads", "1", "--epochs", "2", "--batch-size", "2", "--workers", "1", "--deterministic", "--seed", "3"]
 RECIPE += ["--warmup-steps", "2", "--sched", "cosine", "--hflip", "0.5", "--img-size", "64", "--no-progress"]
-RECIPE += ["--model-kwargs", NANO]
+RECIPE += ["--model-kwargs", *NANO]
+RCNN = ["--model-kwargs", *NANO, "box_fc_channels=64", "mask_channels=32"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def scenes(tmp_path_factory):
 @pytest.mark.parametrize(
     "task, model, data, extra, keys",
     [
-        ("det", "mask_rcnn_litv2_s", "coco", ["--max-size", "64"], ("val_bbox_mAP", "val_segm_mAP")),
+        ("det", "mask_rcnn_litv2_s", "coco", ["--max-size", "64", *RCNN], ("val_bbox_mAP", "val_segm_mAP")),
         ("seg", "semantic_fpn_litv2_s", "ade", ["--max-size", "128"], ("val_mIoU", "val_loss")),
     ],
 )

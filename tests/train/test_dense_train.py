@@ -8,9 +8,10 @@ import pytest
 from litvit.cli import main
 from litvit.data.scenes import write_scenes
 
-NANO = "backbone_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 1, 2, 2]}"
+NANO = ["backbone_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 1, 2, 2]}", "fpn_channels=32"]
 TINY = ["--threads", "1", "--workers", "0", "--no-progress", "--img-size", "64", "--epochs", "1", "--batch-size", "2"]
-TINY += ["--warmup-steps", "1", "--model-kwargs", NANO]
+TINY += ["--warmup-steps", "1", "--model-kwargs", *NANO]
+RCNN = ["--model-kwargs", *NANO, "box_fc_channels=64", "mask_channels=32"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def _last_metrics(run):
     "task, model, data, score, flags",
     [
         ("det", "retinanet_litv2_s", "coco", "bbox_mAP", ["--max-size", "64"]),
-        ("det", "mask_rcnn_litv2_s", "coco", "segm_mAP", ["--max-size", "64"]),
+        ("det", "mask_rcnn_litv2_s", "coco", "segm_mAP", ["--max-size", "64", *RCNN]),
         ("seg", "semantic_fpn_litv2_s", "ade", "mIoU", ["--max-size", "128"]),
     ],
 )
