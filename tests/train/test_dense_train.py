@@ -4,6 +4,7 @@ checkpoint and finds the same score; bad input is one line and exit status 2."""
 import json
 
 import pytest
+import torch
 
 from litvit.cli import main
 from litvit.data.scenes import write_scenes
@@ -46,6 +47,12 @@ def test_train_then_eval_reads_the_checkpoint(tmp_path, capsys, scenes, task, mo
     out = capsys.readouterr().out
     assert f"{label} {metrics['val_' + score]:.1f}" in out and "(3 images)" in out
     assert json.loads((tmp_path / "e.json").read_text())[score] == pytest.approx(metrics[f"val_{score}"], abs=1e-5)
+    if model == "retinanet_litv2_s":  # the same weights as a plain file (a release or a convert output) + --model
+        torch.save(torch.load(run / "last.pth", weights_only=True)["model"], tmp_path / "plain.pth")
+        argv = ["eval", "--task", task, "--model", model, "--checkpoint", str(tmp_path / "plain.pth")]
+        argv += ["--data", str(scenes / data), "--img-size", "64", *flags, "--model-kwargs", *NANO]
+        assert main(argv) == 0, capsys.readouterr().err
+        assert f"{label} {metrics['val_' + score]:.1f}" in capsys.readouterr().out
 
 
 def test_default_configs_are_the_dense_ones(tmp_path):

@@ -45,8 +45,8 @@ class Task(Protocol):
         """The mean loss of one training micro-batch (called under autocast) and its number of samples."""
 
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device, amp: Optional[torch.dtype]) -> Dict:
-        """Validation metrics over every rank: `score` among them, plus 'images', 'loss' and 'bad' (unreadable files
-        met, as (path, reason) pairs)."""
+        """Validation metrics over every rank: `score` among them, plus 'images', 'bad' (unreadable files met, as
+        (path, reason) pairs) and 'loss' where the task has one (detectors give no loss in eval mode)."""
 
     def metrics_line(self, metrics: Dict[str, Any]) -> str:
         """One log line's worth of the metrics, e.g. 'val top-1 99.2%  top-5 100.0%'."""

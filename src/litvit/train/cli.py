@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Build the configuration (a shipped / YAML config, or a resumed run's own) and train."""
     from .checkpoint import find_resume_checkpoint, load_train_checkpoint
-    from .config import build_config, default_config, overrides_from_args
+    from .config import build_config, default_config, overrides_from_args, task_name
     from .run import run_training
 
     overrides = overrides_from_args(args)
@@ -71,6 +71,11 @@ def run_cli(args: argparse.Namespace) -> int:
         raise CheckpointError(
             f"{resume_path} is a {base['model']} run, not {overrides['model']}: drop --model to resume it, "
             "or start a new run (without --resume) for the other model"
+        )
+    if "task" in overrides and task_name(overrides["task"]) != task_name(base.get("task", "classification")):
+        raise CheckpointError(
+            f"{resume_path} is a {task_name(base.get('task', 'classification'))} run: drop --task to resume it, "
+            "or start a new run (without --resume) for the other task"
         )
     cfg = build_config(base=base, overrides=overrides)
     run_training(cfg, ckpt, resume_path, ckpt.get("config_name") or "resumed")
