@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("src", help="official LIT / LITv2 file (.pth), mmdet / mmseg file, or litvit checkpoint")
     convert.add_argument("dst", help="output .safetensors path")
-    convert.add_argument("--model", help="timm name (litv2_s, lit_ti, ...); recognised from the weights if omitted")
+    convert.add_argument(
+        "--model",
+        help="timm name (litv2_s, lit_ti, ...; recognised from the weights if omitted) or a dense model name for a "
+        "released detector / segmenter file (retinanet_litv2_s, mask_rcnn_lit_ti, semantic_fpn_litv2_b, ...)",
+    )
     convert.add_argument("--alpha", type=float, help="LITv2 Lo-Fi head fraction, for --model litv2_*")
     convert.add_argument(
         "--backbone", choices=("det", "seg"), help="convert into the detection / segmentation backbone (needs --model)"

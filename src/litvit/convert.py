@@ -13,6 +13,7 @@ import timm
 import torch
 
 from .checkpoint import PathLike, atomic_write, read_checkpoint, unwrap_state_dict
+from .dense import create_dense_model, list_dense_models
 from .errors import CheckpointError, CheckpointSaveError, ConfigError
 from .models import create_backbone, identify
 
@@ -27,32 +28,29 @@ def convert_checkpoint(
     """Convert `src` to the safetensors file `dst`; returns the model name and keywords written to its metadata.
 
     `backbone` ('det' or 'seg') converts a dense backbone (mmdet / mmseg or ImageNet files); then `model_name` is
-    required. Without `model_name` the released variant is recognised from the weights.
+    required. A dense model name (`litvit.dense.list_dense_models()`, e.g. mask_rcnn_litv2_s) converts a released
+    detector / segmenter file whole (its class count read from the file). Without `model_name` the released variant
+    is recognised from the weights.
     """
     dst = Path(dst)
     if dst.suffix != ".safetensors":
         raise ConfigError(f"the destination must end in .safetensors, got {str(dst)!r}")
-    if model_name is None:
+    if model_name is not None and model_name in list_dense_models():  # a whole detector / segmenter
         if backbone is not None:
-            raise ConfigError("converting a dense backbone needs the model name (--model litv2_s, lit_s or lit_ti)")
-        found = identify(unwrap_state_dict(read_checkpoint(src)))
-        if found is None:
-            raise CheckpointError(
-                f"{str(src)!r} matches no released LIT / LITv2 variant; name the model with --model (and e.g. --alpha)"
-            )
-        model_name, kwargs = found
-        kwargs = {**kwargs, **model_kwargs}
+            raise ConfigError(f"{model_name} is a whole dense model: drop --backbone (it converts a backbone alone)")
+        model = create_dense_model(model_name, checkpoint=str(src), **model_kwargs)
+        kwargs = {"num_classes": model.num_classes, **model_kwargs}
     else:
-        kwargs = dict(model_kwargs)
-    try:
-        model = (
-            create_backbone(model_name, task=backbone, **kwargs)
-            if backbone
-            else timm.create_model(model_name, **kwargs)
-        )
-    except (ValueError, RuntimeError) as e:  # a bad --model / --alpha: timm says "Unknown model", litvit ValueError
-        raise ConfigError(f"cannot build {model_name}: {e}") from e
-    model.load_pretrained(str(src))
+        model_name, kwargs = _name_and_kwargs(src, model_name, backbone, model_kwargs)
+        try:
+            model = (
+                create_backbone(model_name, task=backbone, **kwargs)
+                if backbone
+                else timm.create_model(model_name, **kwargs)
+            )
+        except (ValueError, RuntimeError) as e:  # a bad --model / --alpha: timm says "Unknown model", litvit ValueError
+            raise ConfigError(f"cannot build {model_name}: {e}") from e
+        model.load_pretrained(str(src))
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {
         "format": "pt",
@@ -63,6 +61,22 @@ def convert_checkpoint(
     }
     write_safetensors_atomic(tensors, dst, metadata)
     return model_name, kwargs
+
+
+def _name_and_kwargs(
+    src: PathLike, model_name: Optional[str], backbone: Optional[str], model_kwargs: Dict[str, Any]
+) -> Tuple[str, Dict[str, Any]]:
+    """The model to build: as named, or the released variant recognised from the weights."""
+    if model_name is not None:
+        return model_name, dict(model_kwargs)
+    if backbone is not None:
+        raise ConfigError("converting a dense backbone needs the model name (--model litv2_s, lit_s or lit_ti)")
+    found = identify(unwrap_state_dict(read_checkpoint(src)))
+    if found is None:
+        raise CheckpointError(
+            f"{str(src)!r} matches no released LIT / LITv2 variant; name the model with --model (and e.g. --alpha)"
+        )
+    return found[0], {**found[1], **model_kwargs}
 
 
 def write_safetensors_atomic(tensors: Dict[str, torch.Tensor], dst: PathLike, metadata: Dict[str, str]) -> None:

@@ -6,6 +6,7 @@ from typing import Any, Sequence, Tuple, Union
 __all__ = [
     "BAD_IMAGE_MODES",
     "DEVICES",
+    "TASKS",
     "PRECISIONS",
     "parse_key_value",
     "parse_size",
@@ -18,6 +19,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "off")
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N where a command takes one device
 # What to do with an image file that cannot be read: skip it (counted and named) or stop with an error.
 BAD_IMAGE_MODES = ("skip", "error")
+# What `litvit train --task` / `litvit eval --task` take: a task's name and its short form.
+TASKS = ("classification", "cls", "detection", "det", "segmentation", "seg")
 
 
 def parse_key_value(text: str) -> Tuple[str, Any]:

@@ -131,3 +131,11 @@ def collate(
     images = torch.stack([img for img, _ in kept])
     targets = torch.tensor([target for _, target in kept], dtype=torch.long)
     return images, targets, bad
+
+
+def list_collate(batch: Sequence[Tuple[Any, Any, List[Tuple[str, str]]]]) -> Tuple[list, list, list]:
+    """(inputs, targets, bad files) as lists, for samples that differ in size (detection images, whole-image
+    segmentation): the task batches them."""
+    bad = [b for _, _, items in batch for b in items]
+    kept = [(x, target) for x, target, _ in batch if x is not None]
+    return [x for x, _ in kept], [t for _, t in kept], bad

@@ -48,13 +48,14 @@ def load_eval_model(
     ema: bool = False,
     model_kwargs: Optional[Dict[str, Any]] = None,
     img_size: Optional[int] = None,
+    raw: Optional[Dict[str, Any]] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """The model to evaluate and what is known about it ({'classes', 'config'} for litvit training checkpoints).
 
     litvit training checkpoints (last.pth / best.pth) rebuild their own model (their weights, or the EMA weights
     with `ema`); any other file (official release, litvit convert output, timm-style state_dict) goes through
     timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...)), with the class count of the
-    file's head.
+    file's head. `raw`: the checkpoint file already read.
     """
     kwargs = dict(model_kwargs or {})
     if img_size:
@@ -64,7 +65,7 @@ def load_eval_model(
             raise ConfigError("pass --model NAME (and --checkpoint FILE, or the released weights are downloaded)")
         return _released(model_name, kwargs), {}
     path = Path(checkpoint)
-    raw = read_any(path)
+    raw = raw if raw is not None else read_any(path)
     if is_train_checkpoint(raw):
         config = raw["config"]
         trained = config["model"]
@@ -138,9 +139,20 @@ def run_eval(args: Any) -> Dict[str, Any]:
 
 
 def _run_eval(args: Any, dist: rt.DistInfo) -> Dict[str, Any]:
+    raw = read_any(Path(args.checkpoint)) if args.checkpoint is not None else None
+    task = getattr(args, "task", None)
+    if task is None and raw is not None and is_train_checkpoint(raw):
+        task = raw["config"].get("task", "classification")
+    if task not in (None, "classification", "cls"):
+        from .dense import run_dense_eval
+
+        return run_dense_eval(args, dist, task, raw)
     device = dist.device
     amp = rt.autocast_dtype(args.amp, device)
-    model, info = load_eval_model(args.model, args.checkpoint, args.ema, dict(args.model_kwargs), args.img_size)
+    model, info = load_eval_model(
+        args.model, args.checkpoint, args.ema, dict(args.model_kwargs), args.img_size, raw=raw
+    )
+    del raw
     run_cfg = info.get("config") or {}
     dcfg = model_data_config(model, info, args.img_size, args.crop_pct, args.crop_mode, args.interpolation)
     size = dcfg["input_size"][-1]

@@ -1,8 +1,9 @@
 """Tasks: what the training loop needs to know about a problem, and nothing else.
 
 The loop in `litvit.train.loop` is generic over a task. A task builds the model and the data sets, computes the loss
-of one training batch and the validation metrics, and names the metric that picks `best.pth`. Classification is
-the first task; detection and segmentation plug in the same way, without touching the loop.
+of one training batch and the validation metrics, and names the metric that picks `best.pth`. Classification,
+detection (COCO boxes and masks, `detection.py`) and segmentation (ADE20K label maps, `segmentation.py`) are tasks;
+the loop knows nothing of images, boxes or masks.
 """
 
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class TaskParts:
     description: str  # one line for the log: what the data is
     input_size: int  # the training resolution
     record: Dict[str, Any] = field(default_factory=dict)  # resolved settings worth keeping in config.yaml
+    notes: List[str] = field(default_factory=list)  # warnings about the data (skipped annotations), for the log
 
 
 class Task(Protocol):
@@ -34,6 +36,7 @@ class Task(Protocol):
 
     name: str
     score: str  # the validation metric that picks best.pth; higher is better
+    score_label: str  # how the closing line names it: 'top-1', 'bbox mAP', 'mIoU' (in percent)
 
     def build(self, cfg: Any, rank: int, labels: Optional[List[str]] = None) -> TaskParts:
         """Model and data sets for `cfg` (`labels`: a resumed run's, which the data must match)."""
@@ -42,19 +45,29 @@ class Task(Protocol):
         """The mean loss of one training micro-batch (called under autocast) and its number of samples."""
 
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device, amp: Optional[torch.dtype]) -> Dict:
-        """Validation metrics over every rank: `score` among them, plus 'images', 'loss' and 'bad' (unreadable files
-        met, as (path, reason) pairs)."""
+        """Validation metrics over every rank: `score` among them, plus 'images', 'bad' (unreadable files met, as
+        (path, reason) pairs) and 'loss' where the task has one (detectors give no loss in eval mode)."""
 
     def metrics_line(self, metrics: Dict[str, Any]) -> str:
         """One log line's worth of the metrics, e.g. 'val top-1 99.2%  top-5 100.0%'."""
 
 
 def get_task(name: str = "classification", **options: Any) -> Task:
-    """The task called `name` ('classification' / 'cls')."""
+    """The task called `name`: 'classification' / 'cls', 'detection' / 'det', 'segmentation' / 'seg'."""
     if name in ("classification", "cls"):
         from .classification import ClassificationTask
 
         return ClassificationTask(**options)
+    if name in ("detection", "det"):
+        from .detection import DetectionTask
+
+        return DetectionTask(**options)
+    if name in ("segmentation", "seg"):
+        from .segmentation import SegmentationTask
+
+        return SegmentationTask(**options)
     from ..errors import ConfigError
 
-    raise ConfigError(f"unknown task {name!r}: litvit trains classification (cls) models")
+    raise ConfigError(
+        f"unknown task {name!r}: litvit trains classification (cls), detection (det) and segmentation (seg) models"
+    )

@@ -117,6 +117,7 @@ class ClassificationTask:
 
     name = "classification"
     score = "top1"
+    score_label = "top-1"
 
     def __init__(self, channels_last: bool = False):
         self.channels_last = channels_last

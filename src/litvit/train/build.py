@@ -3,6 +3,7 @@ schedule, grad scaler, weight EMA, and the DDP wrapper. Each is a plain function
 model, testable without data."""
 
 import inspect
+import math
 import warnings
 from typing import Any, Dict, Optional, Tuple
 
@@ -15,11 +16,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..runtime import DistInfo
 from .config import TrainConfig
-from .optim import official_param_groups
+from .optim import mmcv_param_groups, official_param_groups
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """timm's optimizer over the official LIT / LITv2 parameter groups (offset convs at lr x offset_lr_mult)."""
+    """timm's optimizer over the official LIT / LITv2 parameter groups (offset convs at lr x offset_lr_mult), or,
+    for the dense recipes, mmcv's (`weight_decay_groups` all / no_norm)."""
     kwargs: Dict[str, Any] = {}
     if any(k in cfg.opt.lower() for k in ("adam", "lamb")):
         kwargs.update(eps=cfg.opt_eps, betas=tuple(cfg.opt_betas))
@@ -29,7 +31,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.opti
         lr=lr,
         weight_decay=cfg.weight_decay,
         momentum=cfg.momentum,
-        param_group_fn=official_param_groups(cfg.weight_decay, lr, cfg.offset_lr_mult),
+        param_group_fn=(
+            official_param_groups(cfg.weight_decay, lr, cfg.offset_lr_mult)
+            if cfg.weight_decay_groups == "official"
+            else mmcv_param_groups(cfg.weight_decay, lr, cfg.offset_lr_mult, cfg.weight_decay_groups == "no_norm")
+        ),
         **kwargs,
     )
 
@@ -37,17 +43,32 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.opti
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, lrs: Dict[str, float], updates_per_epoch: int
 ) -> Tuple[Any, int]:
-    """timm's schedule (stepped per optimizer step or per epoch) and the run's total epochs (cooldown included)."""
+    """timm's schedule (stepped per optimizer step or per epoch) and the run's total epochs (cooldown included).
+
+    `warmup_steps` (the dense recipes' 500 iterations) is a warmup counted in optimizer steps; `decay_milestones`
+    and `decay_rate` shape the multistep schedule (1x: x0.1 after epochs 8 and 11), `decay_rate` is also the poly
+    schedule's power (0.9 for Semantic FPN)."""
+    warmup: float = cfg.warmup_epochs
+    if cfg.warmup_steps:
+        warmup = (
+            cfg.warmup_steps / updates_per_epoch
+            if cfg.sched_on == "step"
+            else math.ceil(cfg.warmup_steps / updates_per_epoch)
+        )
+    extra: Dict[str, Any] = {"decay_rate": cfg.decay_rate}
+    if cfg.decay_milestones:
+        extra["decay_milestones"] = list(cfg.decay_milestones)
     return create_scheduler_v2(
         optimizer,
         sched=cfg.sched,
         num_epochs=cfg.epochs,
-        warmup_epochs=cfg.warmup_epochs,
+        warmup_epochs=warmup,  # type: ignore[arg-type]  (timm multiplies it by updates_per_epoch)
         cooldown_epochs=cfg.cooldown_epochs,
         min_lr=lrs["min_lr"],
         warmup_lr=lrs["warmup_lr"],
         step_on_epochs=cfg.sched_on == "epoch",
         updates_per_epoch=updates_per_epoch,
+        **extra,
     )
 
 

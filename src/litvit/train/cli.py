@@ -7,12 +7,15 @@ from typing import List, Optional
 
 from ..command import add_command, main_of
 from ..errors import CheckpointError, ConfigError
-from .config import DEFAULT_CONFIG, add_config_arguments, config_names
+from .config import DEFAULT_CONFIG, TASK_DEFAULT_CONFIGS, add_config_arguments, config_names
 
+_DET, _SEG = TASK_DEFAULT_CONFIGS["detection"], TASK_DEFAULT_CONFIGS["segmentation"]
 DESCRIPTION = f"""Train a LIT / LITv2 model (any timm model) with the paper's recipe on timm's training stack.
 
 With no arguments: litv2_nano on the embedded handwritten digits (no download), under a minute on 2 CPU cores;
-the defaults shown below are that config's ({DEFAULT_CONFIG}).
+the defaults shown below are that config's ({DEFAULT_CONFIG}). `--task det` / `--task seg` train a detector /
+segmenter on the same loop ({_DET} / {_SEG}: small models on embedded scenes of the digits; --data DIR for
+COCO / ADE20K layouts; configs retinanet_litv2_s, mask_rcnn_litv2_s, semantic_fpn_litv2_s for the papers' runs).
 Configs: {", ".join(config_names())} (--config NAME or a YAML file); flags override config values.
 Multi-process / multi-node: torchrun --nproc_per_node N -m litvit.train --config litv2_s --data /imagenet"""
 
@@ -48,11 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Build the configuration (a shipped / YAML config, or a resumed run's own) and train."""
     from .checkpoint import find_resume_checkpoint, load_train_checkpoint
-    from .config import build_config, overrides_from_args
+    from .config import build_config, default_config, overrides_from_args, task_name
     from .run import run_training
 
     overrides = overrides_from_args(args)
-    config_name = args.config or DEFAULT_CONFIG
+    config_name = args.config or default_config(overrides)
     if args.resume is None:
         run_training(build_config(args.config, overrides), config_name=config_name)
         return 0
@@ -68,6 +71,11 @@ def run_cli(args: argparse.Namespace) -> int:
         raise CheckpointError(
             f"{resume_path} is a {base['model']} run, not {overrides['model']}: drop --model to resume it, "
             "or start a new run (without --resume) for the other model"
+        )
+    if "task" in overrides and task_name(overrides["task"]) != task_name(base.get("task", "classification")):
+        raise CheckpointError(
+            f"{resume_path} is a {task_name(base.get('task', 'classification'))} run: drop --task to resume it, "
+            "or start a new run (without --resume) for the other task"
         )
     cfg = build_config(base=base, overrides=overrides)
     run_training(cfg, ckpt, resume_path, ckpt.get("config_name") or "resumed")

@@ -12,10 +12,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ..errors import ConfigError
-from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, parse_key_value
+from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, TASKS, parse_key_value
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = "nano"
+# The config a plain `litvit train --task T` runs: a small model on the embedded data, on a CPU.
+TASK_DEFAULT_CONFIGS = {"classification": "nano", "detection": "scenes_det", "segmentation": "scenes_seg"}
+TASK_NAMES = {"cls": "classification", "det": "detection", "seg": "segmentation"}
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -26,6 +29,12 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 
 @dataclass
 class TrainConfig:
+    task: str = _f(
+        "classification",
+        "what to train: classification (cls), detection (det: COCO), segmentation (seg: ADE20K)",
+        group="model",
+        choices=TASKS,
+    )
     # model
     model: str = _f("litv2_s", "timm model name (litv2_s/m/b, lit_ti, lit_s/m/b, litv2_nano, ...)", group="model")
     model_kwargs: Dict[str, Any] = _f({}, "extra model keywords, KEY=VALUE (e.g. alpha=0.5)", group="model")
@@ -46,6 +55,13 @@ class TrainConfig:
     val_split: str = _f("val", "validation sub-folder of --data", group="data")
     bad_images: str = _f(
         "skip", "unreadable image files: skip (counted, named) or error", group="data", choices=BAD_IMAGE_MODES
+    )
+    bad_annotations: str = _f(
+        "skip",
+        "detection / segmentation annotations that cannot be used (unknown ids, zero-area boxes, missing or "
+        "mis-sized masks / label maps, images without objects): skip (counted, named) or error",
+        group="data",
+        choices=BAD_IMAGE_MODES,
     )
     workers: Optional[int] = _f(
         None, "data-loading processes per rank (default: 0 for digits, else up to 8)", group="data"
@@ -78,6 +94,13 @@ class TrainConfig:
     crop_mode: Optional[str] = _f(
         None, "eval crop: center, or squash (resize to size, no crop; default when crop_pct is 1)", group="augmentation"
     )
+    # detection / segmentation (img_size is the short side: detection resize, segmentation crop and test scale)
+    max_size: Optional[int] = _f(
+        None, "longest image side: detection resize (1333), segmentation scale (2048)", group="dense"
+    )
+    ratio_range: Tuple[float, float] = _f((0.5, 2.0), "segmentation: random rescale range", group="dense")
+    cat_max_ratio: float = _f(0.75, "segmentation: re-draw a crop where one class covers more of it", group="dense")
+    photometric: bool = _f(True, "segmentation: photometric distortion (brightness, contrast, colour)", group="dense")
     # optimisation
     opt: str = _f("adamw", "timm optimizer name", group="optimization")
     opt_eps: float = _f(1e-8, "optimizer epsilon", group="optimization")
@@ -101,6 +124,20 @@ class TrainConfig:
     )
     epochs: int = _f(300, "training epochs", group="optimization")
     warmup_epochs: int = _f(20, "linear warmup epochs", group="optimization")
+    warmup_steps: int = _f(
+        0, "linear warmup in optimizer steps instead of epochs (0 = --warmup-epochs)", group="optimization"
+    )
+    decay_milestones: List[float] = _f([], "epochs at which the multistep schedule decays the lr", group="optimization")
+    decay_rate: float = _f(
+        0.1, "lr factor at each milestone (multistep); the power of the poly schedule", group="optimization"
+    )
+    weight_decay_groups: str = _f(
+        "official",
+        "which parameters get no weight decay: official (norms, biases, tables, tokens), all decayed, or "
+        "no_norm (names containing 'norm': mmcv's custom_keys of the Mask R-CNN recipe)",
+        group="optimization",
+        choices=("official", "all", "no_norm"),
+    )
     cooldown_epochs: int = _f(0, "epochs at min lr after the schedule (added to --epochs)", group="optimization")
     clip_grad: Optional[float] = _f(5.0, "gradient clipping threshold, or none", group="optimization")
     clip_mode: str = _f("norm", "gradient clipping mode (norm, value, agc)", group="optimization")
@@ -128,7 +165,11 @@ class TrainConfig:
     progress: Optional[bool] = _f(None, "progress bar (default: when the terminal is interactive)", group="run")
     tensorboard: bool = _f(False, "also write TensorBoard logs (needs the tensorboard package)", group="run")
     log_samples: bool = _f(False, "record which samples each rank trained on (samples.jsonl)", group="run")
-    target_top1: Optional[float] = _f(None, "val top-1 (%) the run should reach; reported at the end", group="run")
+    target_top1: Optional[float] = _f(
+        None,
+        "the task's val score (%) the run should reach (top-1, bbox mAP, mIoU); reported at the end",
+        group="run",
+    )
 
     def to_dict(self) -> Dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -155,7 +196,7 @@ def check_keys(values: Dict[str, Any], source: str) -> None:
 
 def _kind(name: str) -> str:
     t = str(FIELDS[name].type)
-    for kind in ("Dict", "Tuple", "bool", "int", "float", "str"):
+    for kind in ("Dict", "Tuple", "List", "bool", "int", "float", "str"):
         if kind in t:
             return kind
     return "str"
@@ -192,11 +233,16 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if not isinstance(value, dict):
                 raise TypeError
             return dict(value)
+        if kind == "List":
+            if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) for v in value):
+                raise TypeError
+            return [float(v) for v in value]
         return str(value)
     except (TypeError, ValueError):
         want = {
             "Tuple": "a pair of numbers",
             "Dict": "a mapping",
+            "List": "a list of numbers",
             "int": "an integer",
             "float": "a number",
             "bool": "true or false",
@@ -241,12 +287,27 @@ def validate(cfg: TrainConfig) -> None:
         need(v is None or (v >= 0 and math.isfinite(v)), f"{name} must be a finite number >= 0, got {v}")
     need(cfg.base_lr > 0, "base_lr must be > 0")
     need(0.0 < cfg.model_ema_decay < 1.0, "model_ema_decay must be in (0, 1)")
-    mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    need(cfg.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    need(cfg.warmup_steps >= 0, "warmup_steps must be >= 0")
+    need(cfg.max_size is None or cfg.max_size >= 1, "max_size must be >= 1")
+    need(0 < cfg.ratio_range[0] <= cfg.ratio_range[1], f"ratio_range must be 0 < A <= B, got {cfg.ratio_range}")
+    need(0.0 < cfg.cat_max_ratio <= 1.0, f"cat_max_ratio must be in (0, 1], got {cfg.cat_max_ratio}")
+    need(cfg.decay_rate > 0, "decay_rate must be > 0")
+    need(
+        cfg.weight_decay_groups in ("official", "all", "no_norm"),
+        f"weight_decay_groups must be official, all or no_norm, got {cfg.weight_decay_groups!r}",
+    )
+    mixing = task_name(cfg.task) == "classification" and (cfg.mixup > 0 or cfg.cutmix > 0)
     need(
         not mixing or cfg.batch_size % 2 == 0,
         f"mixup / cutmix need an even batch size per process, got {cfg.batch_size}: pass an even --batch-size "
         "or --mixup 0 --cutmix 0",
     )
+
+
+def task_name(name: str) -> str:
+    """The full name of a task ('det' -> 'detection')."""
+    return TASK_NAMES.get(name, name)
 
 
 def resolve_lrs(cfg: TrainConfig, world_size: int) -> Dict[str, float]:
@@ -289,11 +350,19 @@ def load_yaml(name_or_path: str) -> Dict[str, Any]:
 def build_config(
     config: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None, base: Optional[Dict[str, Any]] = None
 ) -> TrainConfig:
-    """Defaults < `base` (a resumed run's config) or the YAML `config` (default: nano) < `overrides`."""
-    values: Dict[str, Any] = dict(base) if base is not None else load_yaml(config or DEFAULT_CONFIG)
+    """Defaults < `base` (a resumed run's config) or the YAML `config` (default: the task's small config, nano for
+    classification) < `overrides`."""
+    config = config or default_config(overrides)
+    values: Dict[str, Any] = dict(base) if base is not None else load_yaml(config)
     values.update(overrides or {})
-    source = "the resumed run's config" if base is not None else (config or DEFAULT_CONFIG)
+    source = "the resumed run's config" if base is not None else config
     return TrainConfig.from_dict(values, source=source)
+
+
+def default_config(overrides: Optional[Dict[str, Any]] = None) -> str:
+    """The shipped config a run without --config starts from: the one of its --task (nano for classification)."""
+    task = task_name(str((overrides or {}).get("task", "classification")))
+    return TASK_DEFAULT_CONFIGS.get(task, DEFAULT_CONFIG)
 
 
 # --- command-line flags, generated from the fields -------------------------------------------------------------
@@ -328,6 +397,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults_from: Optiona
             group.add_argument(flag, nargs=2, type=float, metavar=("A", "B"), **kwargs)
         elif kind == "Dict":
             group.add_argument(flag, nargs="+", type=key_value_arg, metavar="KEY=VALUE", **kwargs)
+        elif kind == "List":
+            group.add_argument(flag, nargs="*", type=float, metavar="N", **kwargs)
         else:
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
@@ -341,5 +412,7 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
             value = getattr(args, name)
             if _kind(name) == "Dict":
                 value = dict(value)
+            elif _kind(name) == "List":
+                value = list(value)
             out[name] = value
     return out

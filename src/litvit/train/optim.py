@@ -39,3 +39,32 @@ def official_param_groups(
         return [g for g in groups if g["params"]]
 
     return make
+
+
+def mmcv_param_groups(
+    weight_decay: float, lr: float, offset_lr_mult: float = 1.0, no_decay_norm: bool = False
+) -> Callable[[nn.Module], List[Dict[str, Any]]]:
+    """Groups of the official dense trainers (mmcv's optimizer constructor, spec/DENSE.md section 3.3): every
+    parameter decayed, except, with `no_decay_norm` (LITv2 Mask R-CNN's `custom_keys={'norm': decay_mult 0}`),
+    those whose name contains 'norm'; biases are decayed. `offset_lr_mult` (1 in those recipes: mmcv does not read
+    the offsets' lr_mult) scales the deformable offset convs' lr."""
+
+    def make(model: nn.Module) -> List[Dict[str, Any]]:
+        decay, no_decay, offset = [], [], []
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            if no_decay_norm and "norm" in name:
+                no_decay.append(param)
+            elif "conv_offset" in name and offset_lr_mult != 1.0:
+                offset.append(param)
+            else:
+                decay.append(param)
+        groups: List[Dict[str, Any]] = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            {"params": offset, "weight_decay": weight_decay, "lr": lr * offset_lr_mult},
+        ]
+        return [g for g in groups if g["params"]]
+
+    return make

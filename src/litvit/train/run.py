@@ -174,6 +174,8 @@ def announce(run: Run, resume_path: Optional[Path]) -> None:
         f"({cfg.batch_size} x {procs}{accum}), {cfg.opt} lr {run.lrs['lr']:.2e}, "
         f"{run.dist.device.type} {run.resolved['amp']} -> {run.folder.path}"
     )
+    for note in run.parts.notes:
+        con.warn(note)
     if resume_path is not None:
         con.info(f"  resumed from {resume_path} at {st.where()} (optimizer step {st.update})")
     elif cfg.pretrained:
@@ -196,8 +198,10 @@ def finish(run: Run) -> Dict[str, Any]:
         run.console.warn(f"the processes ended with different weights (checksums {sums})")
     summary = {
         "model": cfg.model,
+        "task": run.task.name,
+        "score": run.task.score,  # what final_top1 / best_top1 / target_top1 measure (the name is historical)
         "config": run.config_name,
-        "data": cfg.data or "digits (embedded)",
+        "data": cfg.data or ("digits (embedded)" if run.task.name == "classification" else "scenes (embedded)"),
         "num_classes": len(run.parts.labels),
         "params": sum(p.numel() for p in run.model.parameters()),
         "epochs": run.total_epochs,
@@ -228,7 +232,8 @@ def finish(run: Run) -> Dict[str, Any]:
             if cfg.target_top1 is not None:
                 target = f" (>= {cfg.target_top1:g}% target {'met' if summary['target_met'] else 'NOT met'})"
             run.console.info(
-                f"val top-1 {st.last_top1:.1f}%{target} in {format_time(wall)}; best {st.best_top1:.1f}% "
+                f"val {run.task.score_label} {st.last_top1:.1f}%{target} in {format_time(wall)}; best "
+                f"{st.best_top1:.1f}% "
                 f"(epoch {st.best_epoch}), {summary['images_per_s']:.0f} img/s"
             )
             run.console.info(f"wrote {out}/: last.pth, best.pth, metrics.jsonl, summary.json")
@@ -259,7 +264,7 @@ def run_training(
     folder = RunFolder(path, resuming=resume is not None)
     run: Optional[Run] = None
     try:
-        run = setup(cfg, dist, task or get_task("classification"), resume, config_name, folder)
+        run = setup(cfg, dist, task or get_task(cfg.task), resume, config_name, folder)
         error: Optional[LitvitError] = None
         if dist.is_main:
             try:
