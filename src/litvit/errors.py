@@ -16,7 +16,6 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataNotFoundError",
-    "DeployError",
     "LitvitError",
     "NonFiniteLossError",
     "one_line",
@@ -59,10 +58,6 @@ class BadImageError(DataError):
 
 class BenchError(LitvitError, ValueError):
     """A bad benchmark request."""
-
-
-class DeployError(LitvitError, ValueError):
-    """A deployment step (quantisation, an inference runtime) that cannot run as asked, e.g. a missing extra."""
 
 
 class CheckpointSaveError(LitvitError, OSError):

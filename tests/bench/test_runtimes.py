@@ -10,7 +10,7 @@ from timm.models import register_model
 from torch import nn
 
 from litvit.bench.cli import main
-from litvit.errors import DeployError
+from litvit.errors import ExportError
 from litvit.export.quantize import pt2e_api
 
 TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--quiet", "--no-memory"]
@@ -58,7 +58,7 @@ def test_eager_and_compile_rows_in_one_run(tmp_path):
 def _has_pt2e() -> bool:
     try:
         return pt2e_api() is not None
-    except DeployError:
+    except ExportError:
         return False
 
 

@@ -50,7 +50,7 @@ def check_runtime(rt: str, device: torch.device, amp: Optional[torch.dtype], mod
     if rt == "int8":
         from ..export.quantize import pt2e_api
 
-        pt2e_api()  # DeployError naming the extra when neither torchao nor torch.ao has PT2E
+        pt2e_api()  # ExportError naming the extra when neither torchao nor torch.ao has PT2E
 
 
 class Runtime(nn.Module):

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, List, Optional
 import torch
 from torch import nn
 
-from ..errors import DeployError
+from ..errors import ExportError
 
 INSTALL = "pip install 'litvit[deploy]'"
 
@@ -55,13 +55,13 @@ def _load(prefix: str, provider: str) -> PT2E:
 
 
 def pt2e_api() -> PT2E:
-    """torchao's PT2E where installed (torch >= 2.10 has no other), else torch's own; DeployError if neither."""
+    """torchao's PT2E where installed (torch >= 2.10 has no other), else torch's own; ExportError if neither."""
     for prefix, provider in (("torchao.quantization.pt2e", "torchao"), ("torch.ao.quantization", "torch.ao")):
         try:
             return _load(prefix, provider)
         except Exception:  # noqa: BLE001  (a torchao built for another torch fails at import with AttributeError & co)
             continue
-    raise DeployError(f"int8 quantisation needs torchao with torch {torch.__version__}: {INSTALL}")
+    raise ExportError(f"int8 quantisation needs torchao with torch {torch.__version__}: {INSTALL}")
 
 
 def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
@@ -84,9 +84,9 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.M
     `compile_int8` makes it fast."""
     batches: List[torch.Tensor] = list(calibration)
     if not batches:
-        raise DeployError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
+        raise ExportError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
     if any(p.device.type != "cpu" for p in model.parameters()):
-        raise DeployError("int8 PT2E quantisation runs on the CPU: move the model there first (model.cpu())")
+        raise ExportError("int8 PT2E quantisation runs on the CPU: move the model there first (model.cpu())")
     api = pt2e_api()
     model = model.eval()
     with torch.no_grad():
