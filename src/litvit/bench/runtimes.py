@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -22,10 +22,13 @@ from torch import nn
 from ..errors import BenchError, LitvitError, one_line
 from ..export.quantize import INSTALL
 from ..runtime import autocast
+from .models import is_ours
+
+Batches = List[torch.Tensor]
 
 # runtime -> the modules it imports (checked up front)
 NEEDS: Dict[str, Tuple[str, ...]] = {
-    "onnxruntime": ("onnx", "onnxruntime"),
+    "onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
     "int8": (),  # torch.ao (torch <= 2.9) or torchao: checked by quantize.pt2e_api
 }
 COMPILING = ("compile", "aoti", "int8")  # need a C/C++ compiler on the CPU
@@ -33,13 +36,20 @@ CPU_ONLY = ("onnxruntime", "int8")
 FP32_ONLY = ("onnxruntime", "aoti")  # exported graphs: their precision is fixed at export
 
 
-def check_runtime(rt: str, device: torch.device, amp: Optional[torch.dtype], mode: str) -> None:
+def check_runtime(
+    rt: str, device: torch.device, amp: Optional[torch.dtype], mode: str, models: Sequence[str] = ()
+) -> None:
     """What this machine, device, precision and mode allow of runtime `rt`, before anything is built (one line per
     problem; unknown names are config.check_counts's)."""
     if rt not in ("eager", "compile") and mode != "infer":
         raise BenchError(f"--runtime {rt} times inference only: use --mode infer (or --runtime eager / compile)")
     if rt in CPU_ONLY and device.type != "cpu":
         raise BenchError(f"--runtime {rt} runs on the CPU only: add --device cpu or drop {rt}")
+    if rt == "int8" and amp is not None and any(is_ours(m) for m in models):
+        raise BenchError(
+            "--runtime int8+bf16: torchvision's CPU deform_conv2d (LITv2 / LIT token merging) has no bf16 kernel; "
+            "use int8 or compile+bf16"
+        )
     if rt in FP32_ONLY and amp is not None:
         raise BenchError(f"--runtime {rt} runs the exported fp32 graph: use --dtype fp32 or drop {rt}")
     if rt in COMPILING and device.type == "cpu" and not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
@@ -66,13 +76,14 @@ class Runtime(nn.Module):
 
 
 def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Runtime:
+    """litvit.export's ONNX graph (height and width fixed at the benchmark's, batch dynamic) in an ONNX Runtime
+    CPU session with all graph optimisations and torch's thread count."""
     import onnxruntime as ort
 
     from ..export import export_onnx
 
     tmp = tempfile.TemporaryDirectory(prefix="litvit-bench-onnx-")
-    path = Path(tmp.name) / "model.onnx"
-    export_onnx(model, path, img_size=x.shape[-1])
+    path = export_onnx(model, Path(tmp.name) / "model.onnx", example_size=tuple(x.shape[-2:]), dynamic=False)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.inter_op_num_threads = 1
@@ -87,23 +98,31 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Runtime:
 
 
 def _aoti(model: nn.Module, x: torch.Tensor) -> Runtime:
-    from ..export import export_aoti, load_aoti
+    """litvit.export's AOTInductor package (height and width fixed, batch dynamic), loaded back."""
+    import torchvision  # noqa: F401  (registers the deform_conv2d kernel the package calls)
+    from torch._inductor import aoti_load_package
+
+    from ..export import export_aoti
 
     tmp = tempfile.TemporaryDirectory(prefix="litvit-bench-aoti-")
-    path = export_aoti(model, Path(tmp.name) / "model.pt2", img_size=x.shape[-1], device=x.device)
-    return Runtime(load_aoti(path), "aoti", keep=tmp)
+    path = export_aoti(model, Path(tmp.name) / "model.pt2", example_size=tuple(x.shape[-2:]), dynamic=False)
+    return Runtime(aoti_load_package(str(path)), "aoti", keep=tmp)
 
 
-def _int8(model: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype]) -> Runtime:
-    """Calibrated on the benchmark's own input: right for speed; the accuracy cost is measured on real images by
-    benchmarks/deploy.py."""
+def _int8(model: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype], calibration: Optional[Batches]) -> Runtime:
+    """Calibrated on `calibration` (image batches), else on the benchmark's own input: right for speed; the
+    accuracy cost on real images is benchmarks/deploy.py's."""
     from ..export.quantize import compile_int8, quantize_int8
 
-    return Runtime(compile_int8(quantize_int8(model, [x]), amp), "int8")
+    return Runtime(compile_int8(quantize_int8(model, calibration or [x]), amp), "int8")
 
 
 def build_runtime(
-    runtime: str, model: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype]
+    runtime: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    amp: Optional[torch.dtype],
+    calibration: Optional[Batches] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """(the module the step calls, facts for the row). Non-eager runtimes run once here on `x` (under `amp`), so
     that their export / compile is timed apart from the steps (`prepare_s`), and report their largest logit
@@ -120,7 +139,7 @@ def build_runtime(
         elif runtime == "aoti":
             module = _aoti(model, x)
         elif runtime == "int8":
-            module = _int8(model, x, amp)
+            module = _int8(model, x, amp, calibration)
         else:
             raise BenchError(f"unknown runtime {runtime!r}")
         with torch.inference_mode():

@@ -26,8 +26,10 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from .program import _tracing
 
 INSTALL = "pip install 'litvit[deploy]'"
+MAX_BATCH = 4096  # the largest batch a quantised graph accepts
 
 
 @dataclass(frozen=True)
@@ -65,17 +67,21 @@ def pt2e_api() -> PT2E:
 
 
 def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The model as an exported training-IR graph module (what prepare_pt2e annotates), batch dimension dynamic.
+    """The model as an exported training-IR graph module (what prepare_pt2e annotates), batch dynamic, height and
+    width fixed at `example`'s (the compiled int8 graph is specialised to one size anyway).
 
-    torch 2.6 names this export `export_for_training`; later releases made it what `torch.export.export` returns.
+    The layers take their plain path (`program._tracing`: no fused oneDNN conv + GELU, which the quantizer cannot
+    see through). torch 2.6 names this export `export_for_training`; later releases made it `torch.export.export`.
     A model whose code pins the batch size is exported for `example`'s batch only.
     """
     export = getattr(torch.export, "export_for_training", None) or torch.export.export
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    try:
-        return export(model, (example,), dynamic_shapes=({0: batch},)).module()
-    except Exception:  # noqa: BLE001  (a constraint violation: the graph specialises the batch; fall back to static)
-        return export(model, (example,)).module()
+    # A finite upper bound: torch 2.6 otherwise fails on a guard "batch != 2**63 - 1" it cannot prove.
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with _tracing(model):
+        try:
+            return export(model, (example,), dynamic_shapes=({0: batch},), strict=False).module()
+        except Exception:  # noqa: BLE001  (a constraint violation: the graph pins the batch; export it static)
+            return export(model, (example,), strict=False).module()
 
 
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
@@ -101,7 +107,8 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.M
 
 def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The quantised graph compiled by inductor with weight freezing (int8 weights pre-packed for oneDNN), as a
-    function of an image batch. `amp=torch.bfloat16`: the layers left un-quantised run in bf16 (int8-mixed-bf16).
+    function of an image batch. `amp=torch.bfloat16`: the layers left un-quantised run in bf16 (int8-mixed-bf16;
+    not for LITv2 and LIT: torchvision's CPU deform_conv2d has no bf16 kernel).
     The first call of each input shape compiles (tens of seconds on two cores)."""
     import torch._inductor.config as inductor_config
 
