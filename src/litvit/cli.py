@@ -1,4 +1,4 @@
-"""The `litvit` command: `litvit train | eval | bench | models | convert`.
+"""The `litvit` command: `litvit train | eval | bench | export | models | convert`.
 
 Each command's arguments live with its subpackage (`register(subparsers)` in litvit.train.cli, litvit.eval.cli,
 litvit.bench.cli); those modules import no torch, so `litvit --help` and every `--help` answer at once. Every
@@ -13,7 +13,14 @@ from typing import List, Optional
 from .command import run_command
 
 # Commands that live with their subpackage: each module has `register(subparsers)` adding its parser.
-COMMAND_MODULES = ("litvit.train.cli", "litvit.eval.cli", "litvit.bench.cli", "litvit.viz.cli", "litvit.demo.cli")
+COMMAND_MODULES = (
+    "litvit.train.cli",
+    "litvit.eval.cli",
+    "litvit.bench.cli",
+    "litvit.viz.cli",
+    "litvit.demo.cli",
+    "litvit.export.cli",
+)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -105,6 +105,13 @@ def test_bad_runtime_is_one_line(argv, message, capsys, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_int8_bf16_refused_for_litvit_models(capsys, tmp_path):
+    """torchvision's CPU deform_conv2d (token merging) has no bf16 kernel: refused up front, not after a build."""
+    assert main(["litv2_nano", "--runtime", "int8+bf16", "--quiet", "--out", str(tmp_path / "never")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--runtime int8+bf16" in line and "use int8 or compile+bf16" in line
+
+
 def test_missing_optional_dependency_names_the_extra(monkeypatch, capsys, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))

@@ -5,7 +5,7 @@ ONNX's own `DeformConv` (TensorRT reads it natively; onnxruntime has a CPU kerne
 `torchvision::deform_conv2d` is litvit's own, so every supported torch / onnxscript writes the same graph.
 """
 
-import importlib.util
+import importlib
 import os
 from pathlib import Path
 from typing import Any, Union
@@ -24,7 +24,12 @@ DEFAULT_OPSET = 20  # 19 + native Gelu; read by onnxruntime >= 1.17 and TensorRT
 
 def require(*modules: str) -> None:
     """Every module importable, else the one line that says how to install them."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    missing = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
     if missing:
         raise ExportError(f"{' and '.join(missing)} not installed: pip install 'litvit[deploy]'")
 

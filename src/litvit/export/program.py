@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, NamedTuple, Sequence, Tuple, Union
 
 import torch
 from torch import nn

@@ -18,6 +18,12 @@ def is_symbolic(height: int, width: int) -> bool:
     return isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt)
 
 
+@torch.jit.unused
+def is_tracing() -> bool:
+    """Under torch.export / torch.compile: tensors are fake, so nothing may be cached for later eager calls."""
+    return torch.compiler.is_compiling()
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, channels_last: bool) -> torch.Tensor:
     """Zero-pad the bottom and right of a (B, H, W, C) (`channels_last`) or (B, C, H, W) map so that H and W become
     multiples of `multiple`: (.., H, W, ..) -> (.., ceil(H / m) * m, ceil(W / m) * m, ..).

@@ -9,7 +9,7 @@ from timm.layers import register_notrace_module
 from torch import nn
 
 from ._checks import check_floating, check_heads, check_map, check_positive_int
-from ._shapes import is_symbolic
+from ._shapes import is_symbolic, is_tracing
 
 
 class Attention(nn.Module):
@@ -132,7 +132,7 @@ class RelPosAttention(nn.Module):
             grid = table.transpose(0, 1).reshape(1, self.num_heads, th, tw)
             grid = F.interpolate(grid, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=False)
             table = grid.reshape(self.num_heads, -1).transpose(0, 1)
-            if torch.jit.is_scripting() or symbolic:  # the index as graph ops of the symbolic size
+            if torch.jit.is_scripting() or symbolic or is_tracing():  # graph ops; never a cached fake tensor
                 index = relative_position_index(height, width, device=table.device).flatten()
             else:
                 index = _flat_index(height, width, table.device)
