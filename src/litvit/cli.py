@@ -1,4 +1,4 @@
-"""The `litvit` command: `litvit train | eval | bench | models | convert`.
+"""The `litvit` command: `litvit train | eval | bench | export | models | convert`.
 
 Each command's arguments live with its subpackage (`register(subparsers)` in litvit.train.cli, litvit.eval.cli,
 litvit.bench.cli); those modules import no torch, so `litvit --help` and every `--help` answer at once. Every
@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "litvit.bench.cli",
     "litvit.viz.cli",
     "litvit.demo.cli",
+    "litvit.export.cli",
 )
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataNotFoundError",
+    "ExportError",
     "LitvitError",
     "NonFiniteLossError",
     "one_line",
@@ -54,6 +55,10 @@ class BadImageError(DataError):
     """An image file that cannot be read or decoded (raised with `bad_images='error'`); met by one rank only."""
 
     same_on_all_ranks = False
+
+
+class ExportError(LitvitError, ValueError):
+    """A model that cannot be exported as asked (size, format, a missing optional dependency, an output path)."""
 
 
 class BenchError(LitvitError, ValueError):

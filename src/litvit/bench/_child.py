@@ -28,6 +28,7 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     import litvit.models  # noqa: F401  (registers litvit's models with timm)
     from litvit.bench.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
     from litvit.bench.runner import KINDS
+    from litvit.bench.runtimes import build_runtime
     from litvit.bench.subject import build_subject, make_step
     from litvit.runtime import autocast_dtype
 
@@ -52,8 +53,10 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"unknown child kind {spec['kind']!r}")
     kind, mode = KINDS[spec["kind"]], spec["mode"]
     subject = build_subject(kind, spec, int(spec["batch_size"]), device, mode)
-    module = torch.compile(subject.module, dynamic=False) if spec.get("compile") else subject.module
-    step = make_step(module, subject.x, mode, autocast_dtype(spec["dtype"], device), kind.loss(), kind.per_call_mode)
+    amp = autocast_dtype(spec["dtype"], device)
+    runtime = spec.get("runtime", "compile" if spec.get("compile") else "eager")
+    module, _ = build_runtime(runtime, subject.module, subject.x, amp)
+    step = make_step(module, subject.x, mode, amp, kind.loss(), kind.per_call_mode)
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -11,7 +11,16 @@ from typing import Any, Dict, List, Optional
 
 from ..command import add_command, run_command
 from ..errors import BenchError
-from .config import DEFAULT_MODELS, LAYER_FIELDS, LAYERS, QUICK_LAYERS, QUICK_MODELS, BenchConfig, parse_sizes
+from .config import (
+    DEFAULT_MODELS,
+    LAYER_FIELDS,
+    LAYERS,
+    QUICK_LAYERS,
+    QUICK_MODELS,
+    RUNTIMES,
+    BenchConfig,
+    parse_sizes,
+)
 
 PROG = "litvit bench"
 
@@ -20,13 +29,15 @@ EPILOG = """examples:
   litvit bench litv2_s swin_tiny_patch4_window7_224 --dtype bf16 --threads 2
   litvit bench --mode train --batch-size 16 --no-latency
   litvit bench --attention --sizes 14 28 56 20x30
+  litvit bench litv2_s --runtime eager compile+bf16 onnxruntime int8 --threads 2
+                                                inference runtimes, one interleaved run (pip install 'litvit[deploy]')
   litvit bench --quick                          a smoke run on two tiny models
 outputs: OUT/table.md, OUT/results.json, OUT/plot.png (see docs/performance.md)"""
 
 # Options that map one to one onto BenchConfig fields (None: not given, the config's default or --quick's applies).
 CONFIG_OPTIONS = (
     "batch_size", "img_size", "dtype", "mode", "device", "threads", "compile", "warmup", "rounds", "repeats",
-    "latency", "memory", "reference", "layers", "dim", "heads", "window", "alpha", "memory_jobs",
+    "latency", "memory", "reference", "layers", "dim", "heads", "window", "alpha", "memory_jobs", "runtimes",
 )  # fmt: skip
 
 
@@ -43,6 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model / layer (warm-up compiles)")
+    p.add_argument(
+        "--runtime",
+        nargs="+",
+        dest="runtimes",
+        metavar="RUNTIME",
+        help=f"inference runtimes, each model runs in each: {', '.join(RUNTIMES)}; RUNTIME+bf16 runs one under bf16 "
+        "autocast (compile+bf16, int8+bf16) (default: eager)",
+    )
     p.add_argument("--warmup", type=int, help="untimed calls per task before timing (default 2)")
     p.add_argument("--rounds", type=int, help="interleaved rounds over all tasks (default 3)")
     p.add_argument("--repeats", type=int, help="timed calls per task in each round (default 3)")
@@ -76,9 +95,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             raise BenchError(
                 f"--attention takes no model names (got {args.models[0]!r}): choose layers with --layers {layers}"
             )
-        for opt, flag in (("img_size", "--img-size"), ("reference", "--reference")):
+        for opt, flag in (("img_size", "--img-size"), ("reference", "--reference"), ("runtimes", "--runtime")):
             if opt in given:
-                raise BenchError(f"{flag} applies to the model benchmark: use --sizes for the attention token grids")
+                raise BenchError(f"{flag} applies to the model benchmark, not --attention: drop it")
     else:
         for opt in LAYER_FIELDS:
             if opt in given:

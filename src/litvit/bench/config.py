@@ -17,12 +17,32 @@ PEERS = ("resnet50", "pvt_v2_b2", "twins_pcpvt_small", "swin_tiny_patch4_window7
 DEFAULT_MODELS = tuple(v.name for v in VARIANTS if v.bench) + PEERS
 DEFAULT_REFERENCE = "swin_tiny_patch4_window7_224"
 
+# Inference runtimes of the model benchmark (litvit.bench.runtimes): PyTorch eager, torch.compile, ONNX Runtime,
+# an AOTInductor package, static int8 (PT2E + inductor). `RUNTIME+bf16` runs that one under bf16 autocast whatever
+# --dtype says (int8+bf16: the layers left un-quantised in bf16), so fp32 and bf16 rows share one interleaved run.
+RUNTIMES = ("eager", "compile", "onnxruntime", "aoti", "int8")
+LOW_PRECISION = ("bf16",)
+
+
+def split_model(entry: str) -> Tuple[str, Optional[List[str]]]:
+    """'swin_tiny_patch4_window7_224@eager' -> (name, ['eager']): that model runs in those runtimes only (comma
+    separated) instead of every --runtime; 'litv2_s' -> ('litv2_s', None)."""
+    name, _, runtimes = entry.partition("@")
+    return name, (runtimes.split(",") if runtimes else None)
+
+
+def split_runtime(spec: str) -> Tuple[str, Optional[str]]:
+    """'compile+bf16' -> ('compile', 'bf16'); 'int8' -> ('int8', None: the run's --dtype)."""
+    name, _, precision = spec.partition("+")
+    return name, precision or None
+
+
 # One attention layer: the designs compared, and the token grids of LITv2's stages 2-4 at 224.
 LAYERS = ("hilo", "hilo_matmul", "mhsa", "pvt_sra", "swin_window")
 DEFAULT_SIZES = ((14, 14), (28, 28), (56, 56))
 
 # Fields that only one of the two benchmarks reads (the record of a run keeps its own benchmark's fields only).
-MODEL_FIELDS = ("models", "img_size", "latency", "reference")
+MODEL_FIELDS = ("models", "img_size", "latency", "reference", "runtimes")
 LAYER_FIELDS = ("layers", "sizes", "dim", "heads", "window", "alpha")
 
 # `--quick`: a smoke run of seconds; explicit options win over these.
@@ -40,7 +60,8 @@ class BenchConfig:
     models: List[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     img_size: int = 224
     latency: bool = True  # batch-1 inference latency too
-    reference: Optional[str] = None  # the ratio columns' model (None: Swin-T when listed)
+    reference: Optional[str] = None  # the ratio columns' model (None: Swin-T when listed), in the eager runtime
+    runtimes: List[str] = field(default_factory=lambda: ["eager"])  # each model runs in each (RUNTIMES)
     # one attention layer
     layers: List[str] = field(default_factory=lambda: list(LAYERS))
     sizes: List[Tuple[int, int]] = field(default_factory=lambda: list(DEFAULT_SIZES))
@@ -68,6 +89,13 @@ def check_counts(cfg: BenchConfig) -> None:
     """The sizes and counts both benchmarks share; one line per problem, before anything is built."""
     if cfg.mode not in MODES:
         raise BenchError(f"unknown mode {cfg.mode!r}: use infer or train")
+    own = [rt for entry in cfg.models if not cfg.attention for rt in (split_model(entry)[1] or [])]
+    for rt in [*cfg.runtimes, *own]:
+        base, precision = split_runtime(rt)
+        if base not in RUNTIMES or (precision is not None and precision not in LOW_PRECISION):
+            raise BenchError(f"unknown runtime {rt!r}: use {', '.join(RUNTIMES)}, optionally with +bf16 (int8+bf16)")
+    if len(set(cfg.runtimes)) != len(cfg.runtimes) or not cfg.runtimes:
+        raise BenchError(f"--runtime takes each runtime once, at least one: e.g. --runtime {' '.join(RUNTIMES[:2])}")
     for name, minimum in (("warmup", 0), ("rounds", 1), ("repeats", 1), ("memory_jobs", 1), ("batch_size", 1)):
         value = getattr(cfg, name)
         if value is not None and value < minimum:

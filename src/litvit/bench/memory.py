@@ -83,7 +83,7 @@ def measure_children(
     """The baseline child's report and one memory row per subject spec, `jobs` processes at a time (each process's
     peak RSS is its own, so they may overlap). `run` holds the settings every child shares (batch_size, dtype, ...)."""
     baseline_spec = {"kind": "baseline", "device": run["device"], "threads": run["threads"]}
-    children = [baseline_spec] + [dict(spec, **run, iters=2) for spec in specs]
+    children = [baseline_spec] + [{**run, **spec, "iters": 2} for spec in specs]  # a spec's own dtype wins
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         baseline, *reports = pool.map(run_child, children)
     base_rss = baseline.get("peak_rss_bytes")

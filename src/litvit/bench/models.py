@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import BenchError
 from ..runtime import autocast
 from ..variants import get_variant
-from .config import DEFAULT_REFERENCE, BenchConfig
+from .config import DEFAULT_REFERENCE, BenchConfig, split_model, split_runtime
 from .subject import Loss, Spec, Subject, count_step_macs, cross_entropy_loss, params_m
 from .timing import ratio_per_round
 
@@ -97,6 +97,10 @@ def logit_rel_diff(model: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype]
     return float((low - ref).abs().max().item() / scale) if scale > 0 else float("inf")
 
 
+def row_runtime(subject: Subject) -> str:
+    return subject.spec.get("runtime", "eager")
+
+
 class ModelKind:
     """Subjects of `litvit bench`: one per model name."""
 
@@ -106,19 +110,35 @@ class ModelKind:
     latency = True
 
     def validate(self, cfg: BenchConfig) -> BenchConfig:
-        check_models(cfg.models)
+        names = [split_model(m)[0] for m in cfg.models]
+        check_models(names)
+        if cfg.compile:  # the older spelling of --runtime compile
+            if cfg.runtimes != ["eager"]:
+                raise BenchError("--compile is --runtime compile: list compile among the --runtime values instead")
+            cfg = replace(cfg, runtimes=["compile"])
         if cfg.img_size < 1:
             raise BenchError(f"--img-size must be >= 1, got {cfg.img_size}")
-        if cfg.reference is not None and cfg.reference not in cfg.models:
+        if cfg.reference is not None and cfg.reference not in names:
             raise BenchError(f"--reference {cfg.reference!r} is not among the benchmarked models: add it to the list")
-        default = DEFAULT_REFERENCE if DEFAULT_REFERENCE in cfg.models else None
+        default = DEFAULT_REFERENCE if DEFAULT_REFERENCE in names else None
         return replace(cfg, reference=cfg.reference or default)
 
     def specs(self, cfg: BenchConfig) -> List[Spec]:
-        return [{"kind": "model", "name": name, "img_size": cfg.img_size} for name in cfg.models]
+        """One subject per model and runtime (`MODEL@RUNTIME,...`: those runtimes only); a runtime's own precision
+        (`compile+bf16`) wins over --dtype."""
+        specs = []
+        for entry in cfg.models:
+            name, own = split_model(entry)
+            for rt in own or cfg.runtimes:
+                base, precision = split_runtime(rt)
+                spec = {"kind": "model", "name": name, "img_size": cfg.img_size, "runtime": base}
+                specs.append({**spec, "dtype": precision or cfg.dtype, "runtime_label": rt})
+        return specs
 
     def key(self, spec: Spec) -> str:
-        return spec["name"]
+        """'litv2_s' in the eager runtime at the run's precision, else 'litv2_s[int8+bf16]'."""
+        rt = spec.get("runtime_label", "eager")
+        return spec["name"] if rt == "eager" else f"{spec['name']}[{rt}]"
 
     def build(self, spec: Spec) -> nn.Module:
         torch.manual_seed(0)
@@ -135,27 +155,40 @@ class ModelKind:
         return f"{spec['name']} does not run at {size}x{size} ({error}); pick another --img-size or drop it"
 
     def describe(self, subject: Subject, cfg: BenchConfig, amp: Optional[torch.dtype]) -> Dict[str, Any]:
-        name, model, x = subject.key, subject.module, subject.x
+        model, x = subject.module, subject.x
         macs = count_step_macs(model, x, "infer")
         row: Dict[str, Any] = {
-            "model": name,
-            "label": label(name),
-            "ours": is_ours(name),
+            "model": subject.spec["name"],
+            "runtime": subject.spec.get("runtime_label", "eager"),
+            "label": label(subject.spec["name"]),
+            "ours": is_ours(subject.spec["name"]),
             "params_m": params_m(model),
             "macs": macs,
             "gmacs": macs / 1e9,
             "macs_step_per_image": macs if cfg.mode == "infer" else count_step_macs(model, x, "train"),
-            "logit_rel_diff": logit_rel_diff(model, x[:4], amp),
+            # eager under autocast vs fp32; other runtimes report their own difference (runtimes.build_runtime)
+            "logit_rel_diff": logit_rel_diff(model, x[:4], amp) if row_runtime(subject) == "eager" else None,
         }
         if row["logit_rel_diff"] is not None:
             row["logits_ok"] = row["logit_rel_diff"] <= LOGIT_TOL
         return row
 
     def compare(self, rows: Dict[str, Dict[str, Any]], raw: Dict[str, Any], cfg: BenchConfig) -> None:
-        """`vs_reference`: throughput and latency ratios per round, and the memory ratios."""
-        ref_name = cfg.reference
-        if ref_name is None:
+        """`vs_reference`: throughput and latency ratios per round, and the memory ratios, against the reference
+        model in the eager runtime (else its first runtime listed); `vs_eager`: each other runtime's throughput and
+        latency against the same model in eager."""
+        for name, row in rows.items():
+            eager = row["model"]
+            if row["runtime"] != "eager" and eager in rows:
+                ratios = {"throughput": ratio_per_round(raw[name], raw[eager], "throughput")}
+                if cfg.latency:
+                    ratios["latency"] = ratio_per_round(raw[f"{name}@latency"], raw[f"{eager}@latency"], "latency")
+                row["vs_eager"] = ratios
+        if cfg.reference is None:
             return
+        ref_runtimes = [r["runtime"] for r in rows.values() if r["model"] == cfg.reference]
+        first = "eager" if "eager" in ref_runtimes else ref_runtimes[0]
+        ref_name = cfg.reference if first == "eager" else f"{cfg.reference}[{first}]"
         ref = rows[ref_name]
         for name, row in rows.items():
             throughput = ratio_per_round(raw[name], raw[ref_name], "throughput")

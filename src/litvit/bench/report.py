@@ -40,13 +40,17 @@ def _table(cols: List[Column], rows: List[Row]) -> str:
     return "\n".join(lines)
 
 
+def _runtimes(c: Dict[str, Any]) -> str:
+    return f"runtimes {' '.join(c['runtimes'])}" if "runtimes" in c else f"compile {c['compile']}"
+
+
 def header(record: Dict[str, Any]) -> List[str]:
     m, c, mm = record["machine"], record["config"], record["matmul"]
     dev = m.get("gpu") or f"{m['cpu']} ({m['cores']} cores)"
     lines = [
         f"Machine: {dev}; {m['threads']} threads; torch {m['torch']}, timm {m['timm']}; {m['date']}",
         f"Command: `{m['command']}`",
-        f"Run: {c['mode']} {c['dtype']}, batch {c['batch_size']}, device {c['device']}, compile {c['compile']}, "
+        f"Run: {c['mode']} {c['dtype']}, batch {c['batch_size']}, device {c['device']}, {_runtimes(c)}, "
         f"warm-up {c['warmup']}, {c['rounds']} rounds x {c['repeats']} repeats (interleaved); values are medians "
         "with min–max",
         f"Matmul peak (fp32 {mm['n']}x{mm['n']}, same run): {mm['gflops_median']:.1f} GFLOP/s median, "
@@ -100,23 +104,40 @@ def models_markdown(record: Dict[str, Any]) -> str:
     def vs(name: str, fmt: Callable[[Any], str]) -> Callable[[Row], str]:
         return lambda r: fmt(r.get("vs_reference", {}).get(name))
 
+    def vs_eager(name: str) -> Callable[[Row], str]:
+        return lambda r: _ratio(r.get("vs_eager", {}).get(name))
+
+    runtimes = list(dict.fromkeys(r.get("runtime", "eager") for r in record["results"]))
     cols: List[Column] = [("model", lambda r: f"**{r['label']}**" if r["ours"] else r["label"])]
+    cols += [("runtime", lambda r: r.get("runtime", "eager"))] if runtimes != ["eager"] else []
     cols += [("params (M)", lambda r: _f(r["params_m"], 2)), ("GMACs", lambda r: _f(r["gmacs"], 2)), *THROUGHPUT]
     cols += [(f"img/s vs {ref_label}", vs("throughput", _ratio))] if ref else []
+    cols += [("img/s vs eager", vs_eager("throughput"))] if "eager" in runtimes and len(runtimes) > 1 else []
     if c.get("latency"):
         cols += [("latency b1 (ms)", lambda r: _f(r["latency"]["ms"]["median"]))]
         cols += [("latency min–max", lambda r: _range(r["latency"]["ms"]))]
         cols += [(f"latency vs {ref_label}", vs("latency", _ratio))] if ref else []
+        cols += [("latency vs eager", vs_eager("latency"))] if "eager" in runtimes and len(runtimes) > 1 else []
     cols.append(PEAK)
     cols += memory_columns(record, (f"peak RSS vs {ref_label}", vs("peak_rss", lambda v: _f(v, 2))) if ref else None)
-    cols += [(f"{c['dtype']} logit rel. diff", _logits)] if c["dtype"] != "fp32" else []
-    if c.get("compile"):
+    if any(r.get("logit_rel_diff") is not None for r in record["results"]):
+        cols += [(f"{'fp16' if c['dtype'] == 'fp16' else 'bf16'} logit rel. diff", _logits)]
+    if runtimes != ["eager"]:
+        cols += [("max abs Δlogit vs eager fp32", lambda r: _f(r.get("max_abs_logit_diff"), 4))]
+        cols += [("build + first call (s)", lambda r: _f(r.get("prepare_s"), 1))]
+    elif c.get("compile"):
         cols.append(("first call (s)", lambda r: _f(r["warmup_s"][0], 1) if r.get("warmup_s") else "-"))
     note = (
         "Bold: litvit models. img/s: batch / median step time (min–max over all timed steps). Ratios vs the "
         "reference are medians of per-round ratios (min–max over rounds). % matmul peak: img/s x 2 x MACs per "
         "image of the step / measured matmul FLOP/s."
     )
+    if runtimes != ["eager"]:
+        note += (
+            " Runtimes (litvit.bench.runtimes): vs eager is the same model in PyTorch eager at the run's precision; "
+            "max abs Δlogit: the runtime's logits against eager fp32 on the benchmark's input; build + first call: "
+            "export / quantise / compile and one call, untimed."
+        )
     if c.get("memory"):
         note += (
             " Peak RSS: the fresh process's peak (imports included); running peak: its peak while the steps ran; "

@@ -15,10 +15,11 @@ import torch
 from ..errors import BenchError, LitvitError, one_line
 from ..runtime import autocast_dtype, precision_name, resolve_device, set_threads
 from .attention import LayerKind
-from .config import BenchConfig, check_counts, record_config
+from .config import BenchConfig, check_counts, record_config, split_runtime
 from .machine import busy_warning, load_average, machine_info
 from .memory import measure_children
 from .models import ModelKind
+from .runtimes import build_runtime, check_runtime
 from .subject import Kind, Spec, build_subject, make_step
 from .timing import Times, flatten, rate_summary, summarize, time_with_matmul_peak
 
@@ -37,9 +38,19 @@ def prepare(cfg: BenchConfig) -> Tuple[BenchConfig, torch.device, Optional[torch
     amp = autocast_dtype(cfg.dtype, device)
     if cfg.compile and device.type == "cpu" and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
         raise BenchError("--compile on CPU needs a C/C++ compiler (gcc or clang) on PATH; install one or drop it")
+    if cfg.attention and cfg.runtimes != ["eager"]:
+        raise BenchError("--runtime applies to the model benchmark: drop it, or --compile the attention layers")
     batch = cfg.batch_size or (64 if device.type == "cuda" else kind_of(cfg).cpu_batch)
     cfg = replace(cfg, batch_size=batch, dtype=precision_name(amp), device=str(device))
-    return kind_of(cfg).validate(cfg), device, amp
+    cfg = kind_of(cfg).validate(cfg)
+    runtimes: Dict[str, List[str]] = {}  # runtime -> the models that run in it
+    for s in kind_of(cfg).specs(cfg):
+        if "runtime_label" in s:
+            runtimes.setdefault(s["runtime_label"], []).append(s["name"])
+    for rt, models in runtimes.items():
+        base, precision = split_runtime(rt)
+        check_runtime(base, device, autocast_dtype(precision or cfg.dtype, device), cfg.mode, models)
+    return cfg, device, amp
 
 
 def printer(verbose: bool) -> Say:
@@ -59,17 +70,20 @@ def build_tasks(
     inputs: Dict[Tuple[int, ...], torch.Tensor] = {}
     for spec in specs:
         say(f"building {kind.key(spec)}")
+        spec_amp = autocast_dtype(spec["dtype"], device) if "dtype" in spec else amp  # a runtime's own precision
         try:
             subject = build_subject(kind, spec, int(cfg.batch_size), device, cfg.mode, inputs)  # type: ignore[arg-type]
-            rows[subject.key] = kind.describe(subject, cfg, amp)
+            rows[subject.key] = kind.describe(subject, cfg, spec_amp)
         except (ValueError, AssertionError, RuntimeError) as e:
             if isinstance(e, LitvitError):
                 raise
             raise BenchError(kind.cannot_run(spec, one_line(e))) from None
-        module = torch.compile(subject.module, dynamic=False) if cfg.compile else subject.module
-        tasks[subject.key] = make_step(module, subject.x, cfg.mode, amp, kind.loss(), kind.per_call_mode)
+        runtime = spec.get("runtime", "compile" if cfg.compile else "eager")
+        module, facts = build_runtime(runtime, subject.module, subject.x, spec_amp)
+        rows[subject.key].update(facts)
+        tasks[subject.key] = make_step(module, subject.x, cfg.mode, spec_amp, kind.loss(), kind.per_call_mode)
         if kind.latency and cfg.latency:
-            tasks[f"{subject.key}@latency"] = make_step(module, subject.x[:1].clone(), "infer", amp)
+            tasks[f"{subject.key}@latency"] = make_step(module, subject.x[:1].clone(), "infer", spec_amp)
     return rows, tasks
 
 

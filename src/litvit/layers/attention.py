@@ -9,6 +9,7 @@ from timm.layers import register_notrace_module
 from torch import nn
 
 from ._checks import check_floating, check_heads, check_map, check_positive_int
+from ._shapes import is_symbolic, is_tracing
 
 
 class Attention(nn.Module):
@@ -120,7 +121,10 @@ class RelPosAttention(nn.Module):
         """(heads, N, N) additive attention bias for an H x W map."""
         table = self.relative_position_bias_table
         n = height * width
-        if height == self.grid_size[0] and width == self.grid_size[1]:
+        # Traced with symbolic sizes, always take the resize path: resizing the table to its own size is the
+        # identity (bicubic weights 0, 1, 0, 0), so the graph is right at the reference size and at every other.
+        symbolic = False if torch.jit.is_scripting() else is_symbolic(height, width)
+        if not symbolic and height == self.grid_size[0] and width == self.grid_size[1]:
             bias = table[self.relative_position_index.flatten()]
         else:
             th, tw = 2 * self.grid_size[0] - 1, 2 * self.grid_size[1] - 1
@@ -128,7 +132,7 @@ class RelPosAttention(nn.Module):
             grid = table.transpose(0, 1).reshape(1, self.num_heads, th, tw)
             grid = F.interpolate(grid, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=False)
             table = grid.reshape(self.num_heads, -1).transpose(0, 1)
-            if torch.jit.is_scripting():
+            if torch.jit.is_scripting() or symbolic or is_tracing():  # graph ops; never a cached fake tensor
                 index = relative_position_index(height, width, device=table.device).flatten()
             else:
                 index = _flat_index(height, width, table.device)
@@ -144,8 +148,12 @@ class RelPosAttention(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B, h, N, d)
         bias = self.relative_position_bias(H, W).unsqueeze(0).to(q.dtype)
         # Scale q first, then add the bias: the official order (scale=1 keeps SDPA from scaling again).
-        o = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias, scale=1.0)
-        o = o.transpose(1, 2).reshape(B, H, W, C)  # (B, h, N, d) -> (B, H, W, C)
+        o = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias, scale=1.0).transpose(1, 2)
+        if not torch.jit.is_scripting() and torch.compiler.is_compiling():
+            # Traced, the fused kernel's (B, N, h, d)-ordered output lets the reshape below be recorded as a view,
+            # which is invalid once an exporter decomposes SDPA into plain ops (ONNX): make the layout explicit.
+            o = o.clone(memory_format=torch.contiguous_format)
+        o = o.reshape(B, H, W, C)  # (B, N, h, d) -> (B, H, W, C)
         return self.proj(o)
 
     def flops(self, H: int, W: int) -> int:

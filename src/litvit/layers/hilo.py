@@ -16,6 +16,7 @@ from timm.layers import register_notrace_module
 from torch import nn
 
 from ._checks import check_heads, check_positive_int, tokens_to_map
+from ._shapes import crop_map, pad_to_multiple
 
 
 @register_notrace_module
@@ -123,18 +124,14 @@ class HiLo(nn.Module):
         """x: (B, H, W, C) map, or (B, N, C) tokens with size=(H, W). Returns the same layout as the input."""
         x, from_tokens = tokens_to_map(x, self.dim, size, "HiLo input")
         B, H, W, C = x.shape
-        s = self.window_size
-        pad_b = (s - H % s) % s
-        pad_r = (s - W % s) % s
-        if pad_b > 0 or pad_r > 0:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # zeros on the right / bottom of (B, H, W, C)
+        x = pad_to_multiple(x, self.window_size, channels_last=True)  # zeros on the right / bottom of (B, H, W, C)
 
         if self.h_qkv is None:
-            out = self._lofi(x)[:, :H, :W]
+            out = crop_map(self._lofi(x), H, W)
         elif self.l_q is None:
-            out = self._hifi(x)[:, :H, :W]
+            out = crop_map(self._hifi(x), H, W)
         else:
-            out = torch.cat([self._hifi(x)[:, :H, :W], self._lofi(x)[:, :H, :W]], dim=-1)  # Hi-Fi channels first
+            out = torch.cat([crop_map(self._hifi(x), H, W), crop_map(self._lofi(x), H, W)], dim=-1)  # Hi-Fi first
         if from_tokens:
             out = out.reshape(B, H * W, C)
         return out

@@ -4,11 +4,11 @@ import math
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import nn
 
 from ._checks import check_dtype, check_image, check_positive_int
+from ._shapes import pad_to_multiple
 
 
 @register_notrace_module
@@ -40,11 +40,7 @@ class PatchEmbed(nn.Module):
         check_image(x, self.in_chans, 1, "PatchEmbed input")
         if not torch.jit.is_scripting():  # the first weights of every model: a dtype mismatch is reported here
             check_dtype(x, self.proj.weight, "PatchEmbed input")
-        p = self.patch_size
-        pad_w = (p - x.shape[-1] % p) % p
-        pad_h = (p - x.shape[-2] % p) % p
-        if pad_w > 0 or pad_h > 0:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple(x, self.patch_size, channels_last=False)  # (B, C, H, W) -> (B, C, ceil(H/p)*p, ..)
         # A channels_last image makes the conv write a physically (B, H, W, C) map: the permute below is then free
         # and the residual stream of stage 1 is contiguous.
         x = self.proj(x.contiguous(memory_format=torch.channels_last))

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..checkpoint import unwrap_state_dict
 from ..layers._checks import check_image, check_positive_int
+from ..layers._shapes import is_symbolic
 from ..layers.attention import Attention
 from ..layers.block import Block, MLPBlock
 from ..layers.dtm import DeformableTokenMerging
@@ -42,10 +43,15 @@ __all__ = ["LITTi", "LITTiBackbone"]
 
 @register_notrace_function
 def resize_pos_embed(pos: torch.Tensor, grid: Tuple[int, int], height: int, width: int) -> torch.Tensor:
-    """(1, gh * gw, C) embedding stored for a gh x gw grid -> (1, H, W, C), bilinearly resized if the size differs."""
+    """(1, gh * gw, C) embedding stored for a gh x gw grid -> (1, H, W, C), bilinearly resized if the size differs.
+
+    Traced with symbolic sizes it always resizes (to its own size that is the identity), so an exported graph is
+    right at every size rather than only at those that took the same branch at trace time.
+    """
     C = pos.shape[-1]
     pos = pos.reshape(1, grid[0], grid[1], C)
-    if (height, width) == grid:
+    symbolic = False if torch.jit.is_scripting() else is_symbolic(height, width)
+    if not symbolic and (height, width) == grid:
         return pos
     pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
     return pos.permute(0, 2, 3, 1)  # (1, C, H, W) -> (1, H, W, C)

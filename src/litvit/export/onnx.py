@@ -1,0 +1,123 @@
+"""ONNX export through torch's dynamo exporter (the TorchScript exporter has no `torchvision::deform_conv2d`).
+
+The traced program of litvit.export.program is translated with opset >= 19, where the deformable token merging is
+ONNX's own `DeformConv` (TensorRT reads it natively; onnxruntime has a CPU kernel from 1.25). The translation of
+`torchvision::deform_conv2d` is litvit's own, so every supported torch / onnxscript writes the same graph.
+"""
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from .program import Size, check_writable, trace, write_atomically
+
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "export_onnx", "require"]
+
+MIN_OPSET = 19  # the first opset with DeformConv
+DEFAULT_OPSET = 20  # 19 + native Gelu; read by onnxruntime >= 1.17 and TensorRT >= 10
+
+
+def require(*modules: str) -> None:
+    """Every module importable, else the one line that says how to install them."""
+    missing = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ExportError(f"{' and '.join(missing)} not installed: pip install 'litvit[deploy]'")
+
+
+def _deform_conv2d(
+    input: Any,
+    weight: Any,
+    offset: Any,
+    mask: Any,
+    bias: Any,
+    stride_h: int,
+    stride_w: int,
+    pad_h: int,
+    pad_w: int,
+    dilation_h: int,
+    dilation_w: int,
+    groups: int,
+    offset_groups: int,
+    use_mask: bool,
+) -> Any:
+    """torchvision::deform_conv2d -> ONNX DeformConv (opset 19): the same inputs (x, w, offsets, bias, optional
+    modulation mask), offsets laid out (y, x) per tap in both, padding symmetric per axis as torchvision's."""
+    from onnxscript import opset19
+
+    return opset19.DeformConv(
+        input,
+        weight,
+        offset,
+        bias,
+        mask if use_mask else None,
+        dilations=[dilation_h, dilation_w],
+        strides=[stride_h, stride_w],
+        pads=[pad_h, pad_w, pad_h, pad_w],
+        group=groups,
+        offset_group=offset_groups,
+    )
+
+
+def _sym_not(x: Any) -> Any:
+    """torch.sym_not -> ONNX Not: torch 2.6's exporter leaves the negation of a dropped runtime size check in the
+    graph (unused) and has no translation for it."""
+    from onnxscript import opset19
+
+    return opset19.Not(x)
+
+
+def _without_runtime_checks(program: Any) -> Any:
+    """Drop the traced runtime size checks (always true at valid sizes, see litvit.export.program): ONNX has no
+    assertions, and torch 2.6's exporter cannot translate the symbolic arithmetic that only feeds them."""
+    graph = program.graph_module.graph
+    asserts = (torch.ops.aten._assert_scalar.default, torch.ops.aten._assert_async.msg)
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in asserts:
+            graph.erase_node(node)
+    graph.eliminate_dead_code()
+    program.graph_module.recompile()
+    return program
+
+
+def export_onnx(
+    model: nn.Module,
+    path: Union[str, os.PathLike],
+    example_size: Size = None,
+    dynamic: bool = True,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Write `model` as an ONNX file (input `image` (B, 3, H, W)); returns the path.
+
+    `dynamic`: batch, height and width are symbolic, and the graph is right at every size the eager model accepts
+    (>= `model.min_input_size`); otherwise height and width are fixed at `example_size` (batch stays dynamic).
+    """
+    require("onnx", "onnxscript")
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ExportError(f"opset {opset!r} has no DeformConv: pass --opset {MIN_OPSET} or more")
+    check_writable(path)
+    program = _without_runtime_checks(trace(model, example_size, dynamic))
+    import torchvision  # noqa: F401 - registers torch.ops.torchvision
+
+    onnx_program = torch.onnx.export(
+        program,
+        dynamo=True,
+        opset_version=opset,
+        input_names=["image"],
+        custom_translation_table={torch.ops.torchvision.deform_conv2d.default: _deform_conv2d, torch.sym_not: _sym_not},
+    )
+    opsets = onnx_program.model.opset_imports
+    if opsets.get("", 0) < MIN_OPSET:
+        # torch 2.6 writes every graph at opset 18 whatever is asked. Opset 19 changed none of the operators such a
+        # graph uses but by adding types or modes, so the graph means the same at 19, where DeformConv exists.
+        opsets[""] = MIN_OPSET
+    return write_atomically(path, lambda p: onnx_program.save(str(p)), ".onnx")

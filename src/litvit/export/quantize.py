@@ -1,0 +1,124 @@
+"""Static int8 for CPU inference: PT2E quantisation with the x86 inductor quantizer, calibrated on images, then
+`torch.compile` (inductor lowers the quantize / dequantize pairs to oneDNN int8 kernels; AMX / VNNI where the CPU
+has them).
+
+    qmodel = quantize_int8(model, calibration_batches)   # exported, observed, converted (reference int8 graph)
+    fast = compile_int8(qmodel)                          # the fast one: torch.compile with weight freezing
+    logits = fast(images)
+
+Why PT2E and not eager-mode or dynamic quantisation: the exported graph lets the quantizer see whole patterns
+(linear + bias, conv + activation), quantise activations as well as weights (static, from the calibration), and
+hand inductor a graph it fuses. The int8 layers are the linears and convolutions; LayerNorm, softmax, attention,
+GELU and DTM's deformable convolution stay in fp32 (or bf16 with `amp=torch.bfloat16`).
+
+Where PT2E lives moved between torch releases: torch 2.6 (the declared floor) has it in `torch.ao.quantization`;
+torch 2.14 has it no more, and it lives in torchao (`torchao.quantization.pt2e`). `pt2e_api` takes torchao's where
+it imports (torchao 0.18 needs a recent torch: with torch 2.6 its import fails), else torch's own, and names
+`pip install 'litvit[deploy]'` when neither exists.
+"""
+
+import contextlib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Optional
+
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from .program import _tracing
+
+INSTALL = "pip install 'litvit[deploy]'"
+MAX_BATCH = 4096  # the largest batch a quantised graph accepts
+
+
+@dataclass(frozen=True)
+class PT2E:
+    """The PT2E entry points of one provider (torchao, or torch.ao for torch < 2.10)."""
+
+    provider: str  # 'torchao' or 'torch.ao'
+    prepare_pt2e: Callable[..., Any]
+    convert_pt2e: Callable[..., Any]
+    quantizer: Callable[[], Any]  # a configured X86InductorQuantizer
+    to_eval: Callable[[Any], Any]
+
+
+def _load(prefix: str, provider: str) -> PT2E:
+    q = importlib.import_module(f"{prefix}.quantize_pt2e")
+    x86 = importlib.import_module(f"{prefix}.quantizer.x86_inductor_quantizer")
+    to_eval = importlib.import_module(prefix if provider == "torchao" else "torch.ao.quantization")
+
+    def quantizer() -> Any:
+        quant = x86.X86InductorQuantizer()
+        quant.set_global(x86.get_default_x86_inductor_quantization_config(is_qat=False, is_dynamic=False))
+        return quant
+
+    return PT2E(provider, q.prepare_pt2e, q.convert_pt2e, quantizer, to_eval.move_exported_model_to_eval)
+
+
+def pt2e_api() -> PT2E:
+    """torchao's PT2E where installed (torch >= 2.10 has no other), else torch's own; ExportError if neither."""
+    for prefix, provider in (("torchao.quantization.pt2e", "torchao"), ("torch.ao.quantization", "torch.ao")):
+        try:
+            return _load(prefix, provider)
+        except Exception:  # noqa: BLE001  (a torchao built for another torch fails at import with AttributeError & co)
+            continue
+    raise ExportError(f"int8 quantisation needs torchao with torch {torch.__version__}: {INSTALL}")
+
+
+def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The model as an exported training-IR graph module (what prepare_pt2e annotates), batch dynamic, height and
+    width fixed at `example`'s (the compiled int8 graph is specialised to one size anyway).
+
+    The layers take their plain path (`program._tracing`: no fused oneDNN conv + GELU, which the quantizer cannot
+    see through). torch 2.6 names this export `export_for_training`; later releases made it `torch.export.export`.
+    A model whose code pins the batch size is exported for `example`'s batch only.
+    """
+    export = getattr(torch.export, "export_for_training", None) or torch.export.export
+    # A finite upper bound: torch 2.6 otherwise fails on a guard "batch != 2**63 - 1" it cannot prove.
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with _tracing(model):
+        try:
+            return export(model, (example,), dynamic_shapes=({0: batch},), strict=False).module()
+        except Exception:  # noqa: BLE001  (a constraint violation: the graph pins the batch; export it static)
+            return export(model, (example,), strict=False).module()
+
+
+def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
+    """Static int8 of `model` (eval mode, fp32, on the CPU): export, observe `calibration` (image batches, the
+    model's normalised input), convert. The result runs the reference int8 graph (slow: fake quantised fp32);
+    `compile_int8` makes it fast."""
+    batches: List[torch.Tensor] = list(calibration)
+    if not batches:
+        raise ExportError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise ExportError("int8 PT2E quantisation runs on the CPU: move the model there first (model.cpu())")
+    api = pt2e_api()
+    model = model.eval()
+    with torch.no_grad():
+        exported = _export(model, batches[0])
+        prepared = api.prepare_pt2e(exported, api.quantizer())
+        for x in batches:
+            prepared(x)
+        converted = api.convert_pt2e(prepared)
+    api.to_eval(converted)
+    return converted
+
+
+def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The quantised graph compiled by inductor with weight freezing (int8 weights pre-packed for oneDNN), as a
+    function of an image batch. `amp=torch.bfloat16`: the layers left un-quantised run in bf16 (int8-mixed-bf16;
+    not for LITv2 and LIT: torchvision's CPU deform_conv2d has no bf16 kernel).
+    The first call of each input shape compiles (tens of seconds on two cores)."""
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(qmodel)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        # Freezing must be on in the global config while a shape compiles: torch.compile(options={"freezing": ...})
+        # leaves the weight pre-packing un-folded (inductor then fails on onednn.qconv_prepack, torch 2.14).
+        ctx = torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext()
+        with torch.no_grad(), ctx, inductor_config.patch(freezing=True):
+            return compiled(x)
+
+    return run

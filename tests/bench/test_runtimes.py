@@ -1,0 +1,120 @@
+"""`litvit bench --runtime`: each runtime gives a row in one interleaved run; unknown or unavailable runtimes are one
+line (exit 2). No timing is asserted; the rows' logit differences from eager fp32 are."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from timm.models import register_model
+from torch import nn
+
+from litvit.bench.cli import main
+from litvit.errors import ExportError
+from litvit.export.quantize import pt2e_api
+
+TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--quiet", "--no-memory"]
+ONE_ROUND = ["--warmup", "0", "--rounds", "1", "--repeats", "1"]
+
+
+class TinyNet(nn.Module):
+    """Conv, ReLU, pool, linear: the layers int8 quantises, compiled in seconds."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))  # (B, 8, H/2, W/2)
+        return self.head(x.mean((2, 3)))  # (B, 8) -> (B, classes)
+
+
+@register_model
+def bench_test_tinynet(pretrained: bool = False, **kwargs) -> nn.Module:
+    kwargs.pop("img_size", None)
+    return TinyNet()
+
+
+def _run(tmp_path, *argv):
+    out = tmp_path / "out"
+    assert main(["bench_test_tinynet", *TINY, *ONE_ROUND, *argv, "--out", str(out)]) == 0
+    record = json.loads((out / "results.json").read_text())
+    return (out / "table.md").read_text(), {r["runtime"]: r for r in record["results"]}
+
+
+def test_eager_and_compile_rows_in_one_run(tmp_path):
+    table, rows = _run(tmp_path, "--runtime", "eager", "compile", "compile+bf16")
+    assert set(rows) == {"eager", "compile", "compile+bf16"}
+    assert rows["compile"]["max_abs_logit_diff"] < 1e-4  # the same fp32 graph
+    assert 0 < rows["compile+bf16"]["max_abs_logit_diff"] < 0.1
+    for rt in ("compile", "compile+bf16"):
+        assert rows[rt]["vs_eager"]["throughput"]["median"] > 0 and rows[rt]["prepare_s"] > 0
+        assert rows[rt]["throughput"]["img_s"]["median"] > 0 and rows[rt]["latency"]["ms"]["median"] > 0
+    assert "vs_eager" not in rows["eager"]
+    assert "| compile+bf16 |" in table and "img/s vs eager" in table and "max abs Δlogit vs eager fp32" in table
+
+
+def _has_pt2e() -> bool:
+    try:
+        return pt2e_api() is not None
+    except ExportError:
+        return False
+
+
+@pytest.mark.skipif(not _has_pt2e(), reason="needs litvit[deploy] (torchao) with this torch")
+def test_int8_row(tmp_path):
+    _, rows = _run(tmp_path, "--runtime", "eager", "int8")
+    int8 = rows["int8"]
+    assert 0 < int8["max_abs_logit_diff"] < 0.05
+    assert int8["latency"]["ms"]["median"] > 0  # batch 1 runs the same quantised graph (dynamic batch)
+    assert int8["vs_eager"]["throughput"]["median"] > 0
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")), reason="litvit[deploy]"
+)
+def test_exported_runtimes_rows(tmp_path):
+    """onnxruntime and AOTInductor run litvit.export's graphs (litvit models only): a tiny LITv2 at 32 px."""
+    out = tmp_path / "out"
+    argv = ["litv2_nano", "--runtime", "onnxruntime", "aoti", *TINY, *ONE_ROUND, "--out", str(out)]
+    assert main(argv) == 0
+    rows = {r["runtime"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    for rt in ("onnxruntime", "aoti"):
+        assert rows[rt]["max_abs_logit_diff"] < 1e-3, rows[rt]  # the same fp32 model, other kernels
+        assert rows[rt]["latency"]["ms"]["median"] > 0  # batch 1 too: the exports' batch is dynamic
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--runtime", "tensorrt"], "unknown runtime 'tensorrt': use eager, compile, onnxruntime, aoti, int8"),
+        (["--runtime", "int8+fp8"], "unknown runtime 'int8+fp8'"),
+        (["--runtime", "eager", "eager"], "--runtime takes each runtime once"),
+        (["--runtime", "int8", "--mode", "train"], "--runtime int8 times inference only"),
+        (["--runtime", "onnxruntime", "--dtype", "bf16"], "--runtime onnxruntime runs the exported fp32 graph"),
+        (["--runtime", "compile", "--compile"], "--compile is --runtime compile"),
+        (["--attention", "--runtime", "int8"], "--runtime applies to the model benchmark"),
+    ],
+)
+def test_bad_runtime_is_one_line(argv, message, capsys, tmp_path):
+    models = [] if "--attention" in argv else ["bench_test_tinynet"]
+    assert main([*models, *argv, "--quiet", "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("litvit bench: ") and message in err[0], err
+    assert not (tmp_path / "never").exists()
+
+
+def test_int8_bf16_refused_for_litvit_models(capsys, tmp_path):
+    """torchvision's CPU deform_conv2d (token merging) has no bf16 kernel: refused up front, not after a build."""
+    assert main(["litv2_nano", "--runtime", "int8+bf16", "--quiet", "--out", str(tmp_path / "never")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--runtime int8+bf16" in line and "use int8 or compile+bf16" in line
+
+
+def test_missing_optional_dependency_names_the_extra(monkeypatch, capsys, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert main(["bench_test_tinynet", "--runtime", "onnxruntime", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--runtime onnxruntime needs onnxruntime" in line and "pip install 'litvit[deploy]'" in line

@@ -1,0 +1,52 @@
+"""`litvit export`: a written file that --check accepts, and one-line errors (exit 2, nothing written)."""
+
+import sys
+
+import pytest
+import torch
+
+from litvit.cli import main
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def test_export_and_check(tmp_path, capsys):
+    """The written program is checked at odd sizes and batches (the ONNX runner is tested in test_onnx.py)."""
+    out = tmp_path / "nano.pt2"
+    argv = ["export", "--model", "litv2_nano", "--format", "pt2", "--size", "64", "--out", str(out), "--check"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and f"wrote {out}" in text
+    assert "97x131" in text and "FAIL" not in text and text.count(" ok") == 5
+    assert [p.name for p in tmp_path.iterdir()] == ["nano.pt2"]  # no temporary file left
+
+
+def _error(argv, capsys) -> str:
+    assert main(["export", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    out = ["--out", str(tmp_path / "x.onnx")]
+    assert "unknown model 'litv9_s'" in _error(["--model", "litv9_s", *out], capsys)
+    assert "has no dense backbone" in _error(["--model", "litv2_nano", "--backbone", "det", *out], capsys)
+
+    weights = tmp_path / "nano.pth"
+    torch.save({"model": __import__("timm").create_model("litv2_nano").state_dict()}, weights)
+    err = _error(["--model", "lit_ti", "--checkpoint", str(weights), *out], capsys)
+    assert "lit_ti" in err or "litv2_nano" in err
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert "cannot write" in _error(["--model", "litv2_nano", "--out", str(blocker / "x.onnx")], capsys)
+    assert "cannot write" in _error(["--model", "litv2_nano", "--out", str(tmp_path)], capsys)
+    assert "--static exports one fixed size" in _error(["--model", "litv2_nano", "--static", *out], capsys)
+    assert "bad size" in _error(["--model", "litv2_nano", "--size", "0x3", *out], capsys)
+    assert "no DeformConv" in _error(["--model", "litv2_nano", "--opset", "17", *out], capsys)
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the [deploy] extra were not installed
+    assert "pip install 'litvit[deploy]'" in _error(["--model", "litv2_nano", *out], capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "nano.pth"]

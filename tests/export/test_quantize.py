@@ -1,0 +1,73 @@
+"""Static int8 (PT2E, x86 inductor quantizer): the quantised LITv2 agrees with fp32 within the stated bound, compiled
+or not, and a missing PT2E is one line naming the extra."""
+
+import pytest
+import timm
+import torch
+
+import litvit.export.quantize as quantize
+from litvit.bench.agreement import agreement, digits_batches, photo_batches
+from litvit.data.transforms import data_config, eval_transform
+from litvit.errors import ExportError
+
+# The bound this test holds a random-weight tiny LITv2 to (the trained digits model does far better:
+# docs/deploy.md): the top-1 of >= 90% of the held-out images, and logits within 10% of their largest magnitude.
+MIN_AGREEMENT = 0.9
+MAX_REL_DIFF = 0.1
+
+
+def _has_pt2e() -> bool:
+    try:
+        return quantize.pt2e_api() is not None
+    except ExportError:
+        return False
+
+
+needs_pt2e = pytest.mark.skipif(not _has_pt2e(), reason="needs litvit[deploy] (torchao) with this torch")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """litv2_nano at 32 px (HiLo, deformable token merging, ConvFFN), its digits eval transform, and its int8."""
+    torch.manual_seed(0)
+    model = timm.create_model("litv2_nano", img_size=32, num_classes=10).eval()
+    transform = eval_transform(data_config(model, img_size=32))
+    calibration = digits_batches(transform, "train", batch=16)[:2]
+    return model, transform, quantize.quantize_int8(model, calibration)
+
+
+@needs_pt2e
+def test_int8_agrees_with_fp32_on_held_out_digits_and_photos(tiny):
+    model, transform, qmodel = tiny
+    for batches in (digits_batches(transform, "val", batch=16)[:3], photo_batches(transform, 16, batch=8)):
+        res = agreement(model, qmodel, batches)
+        assert res["top1_agreement"] >= MIN_AGREEMENT, res
+        assert 0 < res["max_abs_logit_diff"] <= MAX_REL_DIFF * res["max_abs_logit"], res
+    # the graph is int8: quantize / dequantize pairs around the linears and convolutions
+    targets = {str(n.target) for n in qmodel.graph.nodes if n.op == "call_function"}
+    assert any("quantize_per_tensor" in t for t in targets), sorted(targets)[:20]
+
+
+@needs_pt2e
+def test_compiled_int8_matches_the_reference_int8_graph(tiny):
+    model, transform, qmodel = tiny
+    (x,) = digits_batches(transform, "val", batch=8)[:1]
+    fast = quantize.compile_int8(qmodel)
+    res = agreement(qmodel, fast, [x])
+    assert res["max_abs_logit_diff"] <= MAX_REL_DIFF * res["max_abs_logit"], res
+    assert fast(x[:1]).shape == (1, 10)  # another batch size: the export's batch dimension is dynamic
+
+
+def test_calibration_needs_images():
+    with pytest.raises(ExportError, match="at least one batch"):
+        quantize.quantize_int8(torch.nn.Linear(2, 2), [])
+
+
+def test_missing_pt2e_names_the_extra(monkeypatch):
+    def fail(prefix, provider):
+        raise ImportError(prefix)
+
+    monkeypatch.setattr(quantize, "_load", fail)
+    with pytest.raises(ExportError, match=r"pip install 'litvit\[deploy\]'") as e:
+        quantize.pt2e_api()
+    assert "\n" not in str(e.value)
