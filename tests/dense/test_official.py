@@ -26,6 +26,7 @@ MODELS = {
     "litv2_mask_rcnn_tiny": "mask_rcnn_litv2_s",
     "lit_ti_mask_rcnn_tiny": "mask_rcnn_lit_ti",
     "litv2_semantic_fpn_tiny": "semantic_fpn_litv2_s",
+    "lit_s_semantic_fpn_tiny": "semantic_fpn_lit_s",
 }
 DETECTORS = [k for k in MODELS if "semantic_fpn" not in k]
 
@@ -51,7 +52,9 @@ def build(stem: str, fixture: dict, checkpoint, **kwargs) -> torch.nn.Module:
     if fixture["arch"] != "semantic_fpn":  # the fixture's input is already normalised and sized
         kwargs = dict(min_size=None, image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0), **kwargs)
     if fixture["arch"] == "retinanet":
-        kwargs.setdefault("topk_rule", "pair")  # the fixtures come from mmdet 3.x, whose rule this is
+        kwargs.setdefault("topk_rule", "pair")  # the fixtures come from mmdet 3.x, whose rules these are
+    if fixture["arch"] == "mask_rcnn":
+        kwargs.setdefault("rpn_drop_empty", True)
     return create_dense_model(
         MODELS[stem],
         kwargs.pop("num_classes", None),
@@ -95,8 +98,8 @@ def test_mask_rcnn_masks_match_official(stem):
         assert_same_detections(out, ref)
 
 
-def test_semantic_fpn_matches_official(tmp_path):
-    stem = "litv2_semantic_fpn_tiny"
+@pytest.mark.parametrize("stem", [k for k in MODELS if "semantic_fpn" in k])
+def test_semantic_fpn_matches_official(stem, tmp_path):
     fixture = load_fixture(stem)
     model = build(stem, fixture, str(official_file(fixture, tmp_path)))
     x = fixture["input"]  # (2, 3, 90, 122): not a multiple of 32 (ADE20K test images are not padded)
