@@ -192,3 +192,18 @@ def test_semantic_fpn_trains():
     loss = torch.nn.functional.cross_entropy(model(x), labels)
     loss.backward()
     assert torch.isfinite(loss) and model.decode_head.conv_seg.weight.grad.abs().sum() > 0
+
+
+def test_pretrained_backbone_loads_the_backbone_alone(tmp_path):
+    """`pretrained_backbone`: an official backbone file (here the LITv2 detection-backbone fixture, official keys)
+    fills `backbone.body`; the FPN and heads keep their initialisation."""
+    from pathlib import Path
+
+    fixture = torch.load(Path(__file__).parents[1] / "data" / "official" / "litv2_det_tiny.pt", weights_only=True)
+    path = tmp_path / "backbone.pth"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in fixture["state_dict"].items()}}, path)
+    config = {k: v for k, v in fixture["config"].items() if k != "drop_path_rate"}
+    model = create_dense_model("retinanet_litv2_s", 2, pretrained_backbone=str(path), backbone_kwargs=config)
+    body = model.backbone.body.state_dict()
+    assert set(body) == set(fixture["state_dict"])
+    assert all(torch.equal(body[k], v) for k, v in fixture["state_dict"].items())

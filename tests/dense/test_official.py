@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from litvit.dense import create_dense_model, from_official
+from litvit.dense.official import infer_num_classes
 from litvit.errors import CheckpointError
 
 FIXTURES = Path(__file__).parents[1] / "data" / "official" / "dense"
@@ -26,6 +27,7 @@ MODELS = {
     "litv2_mask_rcnn_tiny": "mask_rcnn_litv2_s",
     "lit_ti_mask_rcnn_tiny": "mask_rcnn_lit_ti",
     "litv2_semantic_fpn_tiny": "semantic_fpn_litv2_s",
+    "lit_s_semantic_fpn_tiny": "semantic_fpn_lit_s",
 }
 DETECTORS = [k for k in MODELS if "semantic_fpn" not in k]
 
@@ -51,7 +53,9 @@ def build(stem: str, fixture: dict, checkpoint, **kwargs) -> torch.nn.Module:
     if fixture["arch"] != "semantic_fpn":  # the fixture's input is already normalised and sized
         kwargs = dict(min_size=None, image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0), **kwargs)
     if fixture["arch"] == "retinanet":
-        kwargs.setdefault("topk_rule", "pair")  # the fixtures come from mmdet 3.x, whose rule this is
+        kwargs.setdefault("topk_rule", "pair")  # the fixtures come from mmdet 3.x, whose rules these are
+    if fixture["arch"] == "mask_rcnn":
+        kwargs.setdefault("rpn_drop_empty", True)
     return create_dense_model(
         MODELS[stem],
         kwargs.pop("num_classes", None),
@@ -76,7 +80,7 @@ def assert_same_detections(out: dict, ref: dict) -> None:
 def test_detector_matches_official(stem, tmp_path):
     fixture = load_fixture(stem)
     model = build(stem, fixture, str(official_file(fixture, tmp_path)))
-    refs = fixture["outputs"]["detections"] if fixture["arch"] == "mask_rcnn" else fixture["outputs"]
+    refs = fixture["outputs"]["detections"]
     with torch.no_grad():
         outs = model(fixture["input"])
     assert len(outs) == len(refs) == 2  # two images of different sizes in one batch
@@ -95,8 +99,8 @@ def test_mask_rcnn_masks_match_official(stem):
         assert_same_detections(out, ref)
 
 
-def test_semantic_fpn_matches_official(tmp_path):
-    stem = "litv2_semantic_fpn_tiny"
+@pytest.mark.parametrize("stem", [k for k in MODELS if "semantic_fpn" in k])
+def test_semantic_fpn_matches_official(stem, tmp_path):
     fixture = load_fixture(stem)
     model = build(stem, fixture, str(official_file(fixture, tmp_path)))
     x = fixture["input"]  # (2, 3, 90, 122): not a multiple of 32 (ADE20K test images are not padded)
@@ -104,6 +108,21 @@ def test_semantic_fpn_matches_official(tmp_path):
         logits, quarter = model(x), model.decode(x)
     torch.testing.assert_close(logits, fixture["outputs"]["logits"], atol=LOGIT_TOL, rtol=0)
     torch.testing.assert_close(quarter, fixture["outputs"]["quarter"], atol=LOGIT_TOL, rtol=0)
+
+
+@pytest.mark.parametrize("stem", [k for k in DETECTORS if "retinanet" in k])
+def test_retinanet_candidate_rules_match_mmdet_2_11_and_3(stem):
+    """With 50 candidates per level the rules disagree: 'anchor' reproduces mmdet 2.11 (the release's evaluation:
+    its nms_pre step and its multiclass_nms, run from the vendored 2.11 source), 'pair' mmdet 3.x."""
+    fixture = load_fixture(stem)
+    for rule, key in (("anchor", "nms_pre50_mmdet211"), ("pair", "nms_pre50_mmdet3")):
+        model = build(stem, fixture, fixture["state_dict"], topk_rule=rule, topk_candidates=50)
+        with torch.no_grad():
+            outs = model(fixture["input"])
+        for out, ref in zip(outs, fixture["outputs"][key]):
+            assert_same_detections(out, ref)
+    counts = [[len(d["scores"]) for d in fixture["outputs"][k]] for k in ("nms_pre50_mmdet211", "nms_pre50_mmdet3")]
+    assert counts[0] != counts[1]  # the two references differ: the test tells the rules apart
 
 
 def test_detector_normalises_and_keeps_size_like_the_official_pipeline():
@@ -122,7 +141,7 @@ def test_detector_normalises_and_keeps_size_like_the_official_pipeline():
     ).eval()
     with torch.no_grad():
         outs = model([x * std + mean for x in fixture["input"]])
-    for out, ref in zip(outs, fixture["outputs"]):
+    for out, ref in zip(outs, fixture["outputs"]["detections"]):
         assert_same_detections(out, ref)
 
 
@@ -191,5 +210,7 @@ def test_a_file_for_another_backbone_size_names_the_shapes(tmp_path):
 def test_num_classes_is_read_from_the_checkpoint():
     for stem in MODELS:
         fixture = load_fixture(stem)
-        model = build(stem, fixture, fixture["state_dict"])
-        assert model.num_classes == fixture["num_classes"]
+        arch = fixture["arch"]
+        assert infer_num_classes(fixture["state_dict"], arch) == fixture["num_classes"]
+        mapped = from_official(fixture["state_dict"], arch)  # the litvit layout (a converted file) too
+        assert infer_num_classes(mapped, arch) == fixture["num_classes"]

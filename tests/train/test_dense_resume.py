@@ -20,6 +20,7 @@ NANO = ["backbone_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 1,
 RECIPE = ["--threads", "1", "--epochs", "2", "--batch-size", "2", "--workers", "1", "--deterministic", "--seed", "3"]
 RECIPE += ["--warmup-steps", "2", "--sched", "cosine", "--hflip", "0.5", "--img-size", "64", "--no-progress"]
 RECIPE += ["--model-kwargs", *NANO]
+SEG = ["--photometric", "--ratio-range", "0.5", "2.0"]
 RCNN = ["--model-kwargs", *NANO, "box_fc_channels=64", "mask_channels=32"]
 
 
@@ -32,7 +33,7 @@ def scenes(tmp_path_factory):
     "task, model, data, extra, keys",
     [
         ("det", "mask_rcnn_litv2_s", "coco", ["--max-size", "64", *RCNN], ("val_bbox_mAP", "val_segm_mAP")),
-        ("seg", "semantic_fpn_litv2_s", "ade", ["--max-size", "128"], ("val_mIoU", "val_loss")),
+        ("seg", "semantic_fpn_litv2_s", "ade", ["--max-size", "128", *SEG], ("val_mIoU", "val_loss")),
     ],
 )
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, scenes, task, model, data, extra, keys):

@@ -31,7 +31,7 @@ from .digits import DIGITS_CLASSES, _load_digits, digits_split
 
 __all__ = ["SCENE_CLASSES", "cache_dir", "ensure_scenes", "make_scene", "rle_encode", "write_scenes"]
 
-VERSION = 1  # bump when the scenes change, so that old caches are not read
+VERSION = 2  # bump when the scenes change, so that old caches are not read
 SCENE_CLASSES = list(DIGITS_CLASSES)
 MASK_ALPHA = 0.5  # a pixel belongs to a digit where its ink covers at least half of it
 RIM_ALPHA = 0.15  # ... and is ignored (label 0) where the ink covers 15-50% of it and no digit owns it
@@ -76,7 +76,9 @@ def make_scene(
     placed: List[Tuple[int, int, int]] = []
     kept_labels: List[int] = []
     for _ in range(int(rng.integers(1, 5))):
-        side = int(rng.integers(max(8, size // 8), max(9, int(size / 2.2))))
+        # 1/6 to 1/2.2 of the canvas (21-58 px at 128): RetinaNet's smallest anchors are 32 px, so a smaller digit
+        # would only ever be a low-quality match
+        side = int(rng.integers(max(8, size // 6), max(9, int(size / 2.2))))
         for _attempt in range(20):
             x, y = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
             if all(_overlap((x, y, side), p) < 0.25 for p in placed):

@@ -2,7 +2,7 @@
 
 FPN P2-P5 + max-pool P6, torchvision's v1 heads (1-conv RPN head, two-FC box head, 4-conv mask head, no norms),
 mmdet's anchors (sizes 32-512 on fixed strides 4-64, float), box coders with the two-sided clamp, RPN proposals
-(per level: 1000 (test) / 2000 (train) best, NMS 0.7, 1000 kept in both modes, only empty boxes dropped), RoIAlign
+(per level: 1000 (test) / 2000 (train) best, NMS 0.7, 1000 kept in both modes, no minimum size), RoIAlign
 aligned=True with adaptive sampling and mmdet's level rule (`LevelRoIAlign`), 100 detections after class-wise NMS
 0.5 with no minimum box size, and mmdet's mask paste (`transform.paste_masks`).
 
@@ -99,6 +99,7 @@ def build_rcnn(
     rpn_pre_nms_top_n_test: int = 1000,
     rpn_post_nms_top_n_train: int = 1000,
     rpn_post_nms_top_n_test: int = 1000,
+    rpn_drop_empty: bool = False,
     box_score_thresh: float = 0.05,
     box_nms_thresh: float = 0.5,
     box_detections_per_img: int = 100,
@@ -106,7 +107,9 @@ def build_rcnn(
     """Mask R-CNN (`with_mask`) or Faster R-CNN on `body` (a litvit detection backbone returning stages 1-4).
 
     The widths (FPN and RPN `fpn_channels`, box head `box_fc_channels`, mask head `mask_channels`) are the official
-    ones by default; smaller ones make test models. The rest are torchvision's keywords at mmdet's values.
+    ones by default; smaller ones make test models. `rpn_drop_empty` drops proposals of zero width or height before
+    the RPN's NMS (mmdet >= 2.18 / 3.x; mmdet 2.11, which evaluated the released models, keeps them). The rest are
+    torchvision's keywords at mmdet's values.
     """
     fpn = BackboneFPN(body, stage_channels(body), fpn_channels, extra_blocks=LastLevelMaxPool())
     width = fpn.out_channels
@@ -122,7 +125,9 @@ def build_rcnn(
         nms_thresh=0.7,
     )
     rpn.box_coder = MMDetBoxCoder((1.0, 1.0, 1.0, 1.0))
-    rpn.min_size = torch.finfo(torch.float32).tiny  # mmdet min_bbox_size 0: only boxes of zero width / height go
+    # torchvision drops proposals under 1e-3 px; mmdet 2.11 (min_bbox_size 0) keeps every proposal, mmdet 3.x drops
+    # those of zero width / height (w > 0 and h > 0 <=> w, h >= the smallest normal float).
+    rpn.min_size = torch.finfo(torch.float32).tiny if rpn_drop_empty else 0.0
     masks = {}
     if with_mask:
         masks = dict(

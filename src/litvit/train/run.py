@@ -179,10 +179,12 @@ def announce(run: Run, resume_path: Optional[Path]) -> None:
     if resume_path is not None:
         con.info(f"  resumed from {resume_path} at {st.where()} (optimizer step {st.update})")
     elif cfg.pretrained:
-        con.info(
-            f"  initialised from {cfg.pretrained} (head re-initialised for {len(run.parts.labels)} classes "
-            "where the checkpoint's differs)"
+        what = (
+            f"head re-initialised for {len(run.parts.labels)} classes where the checkpoint's differs"
+            if run.task.name == "classification"
+            else "the backbone; the FPN and heads start fresh"
         )
+        con.info(f"  initialised from {cfg.pretrained} ({what})")
     if st.epoch >= run.total_epochs:
         con.info("  the run had already finished: nothing to train")
 
