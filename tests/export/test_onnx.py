@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from litvit.errors import ExportError
 from litvit.export import export_onnx
 from litvit.export.check import check_export
+from litvit.export.program import trace
 
 from .conftest import SIZES, tiny_model
 
@@ -15,19 +17,37 @@ pytest.importorskip("onnxruntime")
 FAMILIES = ("litv2", "lit", "lit_ti", "lit_backbone")
 
 
+# torch 2.6's ONNX exporter cannot decompose a bicubic / bilinear resize to a symbolic size ("SymIntArrayRef expected
+# to contain only concrete integers"): LIT's tables and LIT-Ti's embeddings export dynamically from a newer torch
+# (2.14 tested) and with a fixed size (--static) on 2.6, where litvit refuses the dynamic export with that fix.
+OLD_TORCH = tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 7)
+RESIZED_TABLES = ("lit", "lit_ti", "lit_backbone")
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """family -> (model, ONNX path), each exported once (traced at 64 x 64)."""
     folder = tmp_path_factory.mktemp("onnx")
     out = {}
     for family in FAMILIES:
+        if OLD_TORCH and family in RESIZED_TABLES:
+            continue
         model = tiny_model(family)
         out[family] = model, export_onnx(model, folder / f"{family}.onnx", 64)
     return out
 
 
+@pytest.mark.skipif(not OLD_TORCH, reason="torch 2.6 only: newer torch exports the resized tables dynamically")
+def test_old_torch_refuses_dynamic_resized_tables_and_names_the_fix(tmp_path):
+    with pytest.raises(ExportError, match="--static --size HxW"):
+        export_onnx(tiny_model("lit_ti"), tmp_path / "x.onnx", 64)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_onnxruntime_matches_pytorch_at_every_size(exported, family):
+    if family not in exported:
+        pytest.skip("torch 2.6's ONNX exporter cannot resize tables to a symbolic size (see RESIZED_TABLES)")
     """Odd sides that need padding, 1 x N last maps, the smallest accepted side, odd batches: all within 1e-5.
 
     Before the layers computed their padding from the symbolic sizes, an export traced at 64 x 64 was silently
@@ -59,13 +79,13 @@ def test_static_export_is_right_at_its_size(tmp_path):
     assert dims[2:] == [37, 45]
 
 
-def test_eager_model_is_unchanged_by_export(exported):
-    """Tracing restores the model: train/eval mode and the fused CPU path of the FFN."""
-    model = tiny_model("litv2").train()
-    x = torch.randn(2, 3, 64, 64)
-    export_onnx(model, exported["litv2"][1].with_name("again.onnx"), 64)
+def test_eager_model_is_unchanged_by_tracing():
+    """Tracing restores the model: train mode, the fused CPU path of the FFN, no fake tensor left in a cache."""
+    model = tiny_model("lit").train()
+    x = torch.randn(2, 3, 40, 52)  # a size whose relative-position index is built (and, eagerly, cached)
+    trace(model, (40, 52), dynamic=False)
     assert model.training
     assert not any("_fusable" in vars(m) for m in model.modules())
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(x), tiny_model("litv2")(x), rtol=0, atol=0)
+        torch.testing.assert_close(model(x), tiny_model("lit")(x), rtol=0, atol=0)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from ..layers.attention import RelPosAttention
 from .program import Size, check_writable, trace, write_atomically
 
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "export_onnx", "require"]
@@ -89,6 +90,11 @@ def _without_runtime_checks(program: Any) -> Any:
     return program
 
 
+def _has_resized_tables(model: nn.Module) -> bool:
+    """LIT's relative-position tables or LIT-Ti's position embeddings: resized to the map size inside the graph."""
+    return hasattr(model, "pos_embed1") or any(isinstance(m, RelPosAttention) for m in model.modules())
+
+
 def export_onnx(
     model: nn.Module,
     path: Union[str, os.PathLike],
@@ -108,13 +114,25 @@ def export_onnx(
     program = _without_runtime_checks(trace(model, example_size, dynamic))
     import torchvision  # noqa: F401 - registers torch.ops.torchvision
 
-    onnx_program = torch.onnx.export(
-        program,
-        dynamo=True,
-        opset_version=opset,
-        input_names=["image"],
-        custom_translation_table={torch.ops.torchvision.deform_conv2d.default: _deform_conv2d, torch.sym_not: _sym_not},
-    )
+    try:
+        onnx_program = torch.onnx.export(
+            program,
+            dynamo=True,
+            opset_version=opset,
+            input_names=["image"],
+            custom_translation_table={
+                torch.ops.torchvision.deform_conv2d.default: _deform_conv2d,
+                torch.sym_not: _sym_not,
+            },
+        )
+    except Exception:
+        if dynamic and _has_resized_tables(model):
+            raise ExportError(
+                f"torch {torch.__version__}'s ONNX exporter cannot resize {type(model).__name__}'s size-specific "
+                "position tables to a dynamic size (torch 2.14 can): export one size with --static --size HxW "
+                "(right at that size only, any sides >= 29), use --format pt2, or upgrade torch"
+            ) from None
+        raise
     opsets = onnx_program.model.opset_imports
     if opsets.get("", 0) < MIN_OPSET:
         # torch 2.6 writes every graph at opset 18 whatever is asked. Opset 19 changed none of the operators such a
