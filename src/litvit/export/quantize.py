@@ -20,6 +20,7 @@ it imports (torchao 0.18 needs a recent torch: with torch 2.6 its import fails),
 import contextlib
 import importlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, List, Optional
 
 import torch
@@ -71,17 +72,19 @@ def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
     width fixed at `example`'s (the compiled int8 graph is specialised to one size anyway).
 
     The layers take their plain path (`program._tracing`: no fused oneDNN conv + GELU, which the quantizer cannot
-    see through). torch 2.6 names this export `export_for_training`; later releases made it `torch.export.export`.
-    A model whose code pins the batch size is exported for `example`'s batch only.
+    see through). A model whose code pins the batch size is exported for `example`'s batch only.
     """
-    export = getattr(torch.export, "export_for_training", None) or torch.export.export
+    # torch 2.6: export_for_training, strict (its non-strict graph lacks the metadata the quantizer matches, and
+    # nothing gets quantised); later: torch.export.export, non-strict (the default since 2.9).
+    legacy = getattr(torch.export, "export_for_training", None)
+    export = partial(legacy, strict=True) if legacy is not None else partial(torch.export.export, strict=False)
     # A finite upper bound: torch 2.6 otherwise fails on a guard "batch != 2**63 - 1" it cannot prove.
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with _tracing(model):
         try:
-            return export(model, (example,), dynamic_shapes=({0: batch},), strict=False).module()
+            return export(model, (example,), dynamic_shapes=({0: batch},)).module()
         except Exception:  # noqa: BLE001  (a constraint violation: the graph pins the batch; export it static)
-            return export(model, (example,), strict=False).module()
+            return export(model, (example,)).module()
 
 
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
