@@ -67,6 +67,17 @@ def pt2e_api() -> PT2E:
     raise ExportError(f"int8 quantisation needs torchao with torch {torch.__version__}: {INSTALL}")
 
 
+def check_compilable() -> None:
+    """Compiled int8 needs torchao's PT2E (torch >= 2.10): torch 2.6's inductor int8 kernels crash the process
+    (heap corruption) on LITv2, so the torch.ao path stops here with one line instead."""
+    api = pt2e_api()
+    if api.provider != "torchao":
+        raise ExportError(
+            f"compiled int8 needs torchao's PT2E (torch >= 2.10; torch {torch.__version__}'s inductor int8 kernels "
+            f"crash on LITv2): upgrade torch, then {INSTALL}"
+        )
+
+
 def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The model as an exported training-IR graph module (what prepare_pt2e annotates), batch dynamic, height and
     width fixed at `example`'s (the compiled int8 graph is specialised to one size anyway).
@@ -115,7 +126,8 @@ def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callab
     The first call of each input shape compiles (tens of seconds on two cores)."""
     import torch._inductor.config as inductor_config
 
-    compiled = torch.compile(qmodel)
+    check_compilable()
+    compiled = torch.compile(qmodel, dynamic=False)  # one graph per input shape (torch 2.6 crashes on a dynamic one)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         # Freezing must be on in the global config while a shape compiles: torch.compile(options={"freezing": ...})
