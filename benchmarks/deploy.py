@@ -111,7 +111,7 @@ def table(record: Dict[str, Any], acc: Dict[str, Dict[str, Any]]) -> str:
         f"{c['rounds']} interleaved rounds; ratios: medians of per-round ratios). Accuracy: the digits model "
         "(litv2_nano, 99% val top-1) in each runtime against itself in eager fp32.",
         "",
-        "| runtime | img/s | vs eager fp32 | vs Swin-T eager fp32 | latency b1 (ms) | latency vs eager | "
+        "| runtime | img/s | vs eager fp32 | vs Swin-T eager fp32 | latency b1 (ms) | latency / eager latency | "
         "digits top-1 agreement | digits max abs Δlogit | photos top-1 agreement | photos max abs Δlogit |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -130,7 +130,7 @@ def table(record: Dict[str, Any], acc: Dict[str, Dict[str, Any]]) -> str:
         ]
         for s in ("digits", "photos"):
             cells += (
-                [f"{100 * a[s]['top1_agreement']:.2f}%", f"{a[s]['max_abs_logit_diff']:.4f}"] if s in a else ["-", "-"]
+                [f"{100 * a[s]['top1_agreement']:.2f}%", f"{a[s]['max_abs_logit_diff']:.2g}"] if s in a else ["-", "-"]
             )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

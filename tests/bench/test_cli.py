@@ -179,7 +179,7 @@ def test_registered_with_litvit_cli():
     assert args.attention and args.sizes == ["14"] and args.func.__module__ == "litvit.bench.cli"
 
 
-@pytest.mark.parametrize("script", ["models.py", "attention.py", "targets.py"])
+@pytest.mark.parametrize("script", ["models.py", "attention.py", "targets.py", "deploy.py"])
 def test_benchmark_scripts_show_help(script, monkeypatch, capsys):
     path = Path(__file__).resolve().parents[2] / "benchmarks" / script
     monkeypatch.setattr(sys, "argv", [str(path), "--help"])

@@ -11,7 +11,7 @@ from torch import nn
 
 from litvit.bench.cli import main
 from litvit.errors import ExportError
-from litvit.export.quantize import pt2e_api
+from litvit.export.quantize import check_compilable
 
 TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--quiet", "--no-memory"]
 ONE_ROUND = ["--warmup", "0", "--rounds", "1", "--repeats", "1"]
@@ -55,14 +55,15 @@ def test_eager_and_compile_rows_in_one_run(tmp_path):
     assert "| compile+bf16 |" in table and "img/s vs eager" in table and "max abs Δlogit vs eager fp32" in table
 
 
-def _has_pt2e() -> bool:
+def _compilable() -> bool:
     try:
-        return pt2e_api() is not None
+        check_compilable()
+        return True
     except ExportError:
         return False
 
 
-@pytest.mark.skipif(not _has_pt2e(), reason="needs litvit[deploy] (torchao) with this torch")
+@pytest.mark.skipif(not _compilable(), reason="compiled int8: torch >= 2.10 with litvit[deploy] (torchao)")
 def test_int8_row(tmp_path):
     _, rows = _run(tmp_path, "--runtime", "eager", "int8")
     int8 = rows["int8"]

@@ -1,6 +1,8 @@
 """Static int8 (PT2E, x86 inductor quantizer): the quantised LITv2 agrees with fp32 within the stated bound, compiled
 or not, and a missing PT2E is one line naming the extra."""
 
+import dataclasses
+
 import pytest
 import timm
 import torch
@@ -23,7 +25,16 @@ def _has_pt2e() -> bool:
         return False
 
 
+def _compilable() -> bool:
+    try:
+        quantize.check_compilable()
+        return True
+    except ExportError:
+        return False
+
+
 needs_pt2e = pytest.mark.skipif(not _has_pt2e(), reason="needs litvit[deploy] (torchao) with this torch")
+needs_torchao = pytest.mark.skipif(not _compilable(), reason="compiled int8: torch >= 2.10 with torchao")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +59,7 @@ def test_int8_agrees_with_fp32_on_held_out_digits_and_photos(tiny):
     assert any("quantize_per_tensor" in t for t in targets), sorted(targets)[:20]
 
 
-@needs_pt2e
+@needs_torchao
 def test_compiled_int8_matches_the_reference_int8_graph(tiny):
     model, transform, qmodel = tiny
     (x,) = digits_batches(transform, "val", batch=8)[:1]
@@ -61,6 +72,16 @@ def test_compiled_int8_matches_the_reference_int8_graph(tiny):
 def test_calibration_needs_images():
     with pytest.raises(ExportError, match="at least one batch"):
         quantize.quantize_int8(torch.nn.Linear(2, 2), [])
+
+
+@needs_pt2e
+def test_compiling_with_torch_ao_is_refused(monkeypatch):
+    """torch 2.6's inductor int8 kernels crash on LITv2: the torch.ao path quantises but does not compile."""
+    torch_ao = dataclasses.replace(quantize.pt2e_api(), provider="torch.ao")
+    monkeypatch.setattr(quantize, "pt2e_api", lambda: torch_ao)
+    with pytest.raises(ExportError, match="compiled int8 needs torchao's PT2E") as e:
+        quantize.compile_int8(torch.nn.Linear(2, 2))
+    assert "pip install 'litvit[deploy]'" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_missing_pt2e_names_the_extra(monkeypatch):

@@ -58,9 +58,9 @@ def check_runtime(
     if missing:
         raise BenchError(f"--runtime {rt} needs {', '.join(missing)}: {INSTALL}")
     if rt == "int8":
-        from ..export.quantize import pt2e_api
+        from ..export.quantize import check_compilable
 
-        pt2e_api()  # ExportError naming the extra when neither torchao nor torch.ao has PT2E
+        check_compilable()  # ExportError naming the extra without torchao's PT2E
 
 
 class Runtime(nn.Module):

@@ -20,6 +20,7 @@ it imports (torchao 0.18 needs a recent torch: with torch 2.6 its import fails),
 import contextlib
 import importlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, List, Optional
 
 import torch
@@ -66,22 +67,35 @@ def pt2e_api() -> PT2E:
     raise ExportError(f"int8 quantisation needs torchao with torch {torch.__version__}: {INSTALL}")
 
 
+def check_compilable() -> None:
+    """Compiled int8 needs torchao's PT2E (torch >= 2.10): torch 2.6's inductor int8 kernels crash the process
+    (heap corruption) on LITv2, so the torch.ao path stops here with one line instead."""
+    api = pt2e_api()
+    if api.provider != "torchao":
+        raise ExportError(
+            f"compiled int8 needs torchao's PT2E (torch >= 2.10; torch {torch.__version__}'s inductor int8 kernels "
+            f"crash on LITv2): upgrade torch, then {INSTALL}"
+        )
+
+
 def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The model as an exported training-IR graph module (what prepare_pt2e annotates), batch dynamic, height and
     width fixed at `example`'s (the compiled int8 graph is specialised to one size anyway).
 
     The layers take their plain path (`program._tracing`: no fused oneDNN conv + GELU, which the quantizer cannot
-    see through). torch 2.6 names this export `export_for_training`; later releases made it `torch.export.export`.
-    A model whose code pins the batch size is exported for `example`'s batch only.
+    see through). A model whose code pins the batch size is exported for `example`'s batch only.
     """
-    export = getattr(torch.export, "export_for_training", None) or torch.export.export
+    # torch 2.6: export_for_training, strict (its non-strict graph lacks the metadata the quantizer matches, and
+    # nothing gets quantised); later: torch.export.export, non-strict (the default since 2.9).
+    legacy = getattr(torch.export, "export_for_training", None)
+    export = partial(legacy, strict=True) if legacy is not None else partial(torch.export.export, strict=False)
     # A finite upper bound: torch 2.6 otherwise fails on a guard "batch != 2**63 - 1" it cannot prove.
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with _tracing(model):
         try:
-            return export(model, (example,), dynamic_shapes=({0: batch},), strict=False).module()
+            return export(model, (example,), dynamic_shapes=({0: batch},)).module()
         except Exception:  # noqa: BLE001  (a constraint violation: the graph pins the batch; export it static)
-            return export(model, (example,), strict=False).module()
+            return export(model, (example,)).module()
 
 
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
@@ -112,7 +126,8 @@ def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callab
     The first call of each input shape compiles (tens of seconds on two cores)."""
     import torch._inductor.config as inductor_config
 
-    compiled = torch.compile(qmodel)
+    check_compilable()
+    compiled = torch.compile(qmodel, dynamic=False)  # one graph per input shape (torch 2.6 crashes on a dynamic one)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         # Freezing must be on in the global config while a shape compiles: torch.compile(options={"freezing": ...})
