@@ -13,7 +13,9 @@ import torch
 from ..models.test_parity import FIXTURE_FILES, build_from_fixture
 from ..train.helpers import torchrun
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU (benchmarks/gpu_check.sh runs these)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU (benchmarks/gpu_check.sh runs these)"
+)
 
 CUDA_VS_CPU = 1e-4  # TF32 is off by default for matmuls; cuDNN / cuBLAS summation order differs from the CPU's
 
@@ -92,7 +94,8 @@ def test_training_step_gradients_match_cpu():
 def test_torchrun_one_gpu_nccl(tmp_path):
     """`torchrun --nproc_per_node 1 -m litvit.train --device cuda`: nccl, mixed precision, a checkpoint, >= 90%."""
     out = tmp_path / "run"
-    args = ["--device", "cuda", "--amp", "auto", "--epochs", "3", "--workers", "2", "--no-progress", "--output", str(out)]
+    args = ["--device", "cuda", "--amp", "auto", "--epochs", "3", "--workers", "2", "--no-progress"]
+    args += ["--output", str(out)]
     result = torchrun("litvit.train", args, cwd=tmp_path, nproc=1, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
