@@ -1,10 +1,12 @@
 """Small image trees, fast training flags and subprocess helpers for the train / eval tests."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -96,3 +98,47 @@ def optimizer_tensors(opt_state: dict) -> Optional[Dict[str, torch.Tensor]]:
             if isinstance(t, torch.Tensor):
                 out[f"{pid}.{name}"] = t
     return out
+
+
+def kill_then_resume(args: List[str], cwd: Path, kill_at: str, save_every: int, timeout: float = 180) -> dict:
+    """Run `litvit train ARGS` twice side by side: into cwd/a left alone, and into cwd/b saving every `save_every`
+    steps and killed with SIGKILL once it logs a save at `kill_at` (e.g. '(epoch 2, step 3/12'); then resume b.
+    Returns b's progress at the kill. The resumed run must say where it resumed."""
+    cmd = [sys.executable, "-m", "litvit.train", *args]
+    popen: Dict[str, Any] = dict(cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    straight = subprocess.Popen([*cmd, "--output", str(cwd / "a")], **popen)
+    saving = ["--save-every-steps", str(save_every), "--output", str(cwd / "b")]
+    killed = subprocess.Popen([*cmd, *saving], bufsize=1, **popen)
+    seen = []
+    for line in killed.stdout:
+        seen.append(line)
+        if "saved" in line and kill_at in line:
+            os.kill(killed.pid, signal.SIGKILL)
+            break
+    killed.wait(timeout=timeout)
+    assert killed.returncode == -signal.SIGKILL, "".join(seen)
+    out_a, _ = straight.communicate(timeout=timeout)
+    assert straight.returncode == 0, out_a
+    b = cwd / "b"
+    interrupted = load(b / "last.pth")["progress"]
+    resumed = run_module("litvit.train", ["--resume", str(b)], cwd=cwd, timeout=timeout)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {b / 'last.pth'} at epoch 2, step {interrupted['batch']}" in resumed.stdout
+    return interrupted
+
+
+def assert_same_runs(a: Path, b: Path, updates: int, metric_keys: Sequence[str], ema: bool = False) -> None:
+    """Runs a and b end with equal weights (and EMA), optimizer and scheduler state, and per-epoch metrics."""
+    end_a, end_b = load(a / "last.pth"), load(b / "last.pth")
+    assert end_b["progress"]["update"] == end_a["progress"]["update"] == updates
+    assert_same_tensors(end_a["model"], end_b["model"], "model: ")
+    if ema:
+        assert_same_tensors(end_a["model_ema"], end_b["model_ema"], "EMA: ")
+    assert_same_tensors(optimizer_tensors(end_a["optimizer"]), optimizer_tensors(end_b["optimizer"]), "optimizer: ")
+    assert end_a["scheduler"] == end_b["scheduler"]
+    metrics_a = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    metrics_b = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics_b] == [m["epoch"] for m in metrics_a] == [1, 2]
+    for ma, mb in zip(metrics_a, metrics_b):
+        for key in ("step", "train_loss", "lr", *metric_keys):
+            assert ma[key] == mb[key], key

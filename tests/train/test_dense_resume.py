@@ -2,17 +2,11 @@
 weights, optimizer state and metrics as the same run left alone (deterministic CPU mode), as for classification:
 the loop, not the task, makes resume exact."""
 
-import json
-import os
-import signal
-import subprocess
-import sys
-
 import pytest
 
 from litvit.data.scenes import write_scenes
 
-from .helpers import assert_same_tensors, env, load, optimizer_tensors, run_module
+from .helpers import assert_same_runs, kill_then_resume
 
 NANO = ["backbone_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 1, 2, 2]}", "fpn_channels=32"]
 # Random parts on: shuffling, flips and (seg) rescale / crop / photometric distortion in the loader worker, the
@@ -38,36 +32,6 @@ def scenes(tmp_path_factory):
 )
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, scenes, task, model, data, extra, keys):
     args = ["--task", task, "--model", model, "--data", str(scenes / data), *RECIPE, *extra]
-    cmd = [sys.executable, "-m", "litvit.train", *args]
-    popen = dict(cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    straight = subprocess.Popen([*cmd, "--output", str(tmp_path / "a")], **popen)
-    killed = subprocess.Popen([*cmd, "--save-every-steps", "1", "--output", str(tmp_path / "b")], bufsize=1, **popen)
-    seen = []
-    for line in killed.stdout:
-        seen.append(line)
-        if "saved" in line and "(epoch 2, step 1/4" in line:
-            os.kill(killed.pid, signal.SIGKILL)
-            break
-    killed.wait(timeout=120)
-    assert killed.returncode == -signal.SIGKILL, "".join(seen)
-    out_a, _ = straight.communicate(timeout=300)
-    assert straight.returncode == 0, out_a
-
-    b = tmp_path / "b"
-    interrupted = load(b / "last.pth")["progress"]
+    interrupted = kill_then_resume(args, tmp_path, "(epoch 2, step 1/4", save_every=1, timeout=300)
     assert interrupted["epoch"] == 1 and interrupted["batch"] in (1, 2, 3)
-    resumed = run_module("litvit.train", ["--resume", str(b)], cwd=tmp_path, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed from {b / 'last.pth'} at epoch 2, step {interrupted['batch']}" in resumed.stdout
-
-    a, c = load(tmp_path / "a" / "last.pth"), load(b / "last.pth")
-    assert c["progress"]["update"] == a["progress"]["update"] == 8
-    assert_same_tensors(a["model"], c["model"], "model: ")
-    assert_same_tensors(optimizer_tensors(a["optimizer"]), optimizer_tensors(c["optimizer"]), "optimizer: ")
-    assert a["scheduler"] == c["scheduler"]
-    metrics_a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    metrics_c = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics_c] == [1, 2]
-    for ma, mc in zip(metrics_a, metrics_c):
-        for key in ("step", "train_loss", "lr", *keys):
-            assert ma[key] == mc[key], key
+    assert_same_runs(tmp_path / "a", tmp_path / "b", 8, keys)

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from ..errors import BadImageError, DataError, DataNotFoundError
 from ..options import BAD_IMAGE_MODES
 from .folder import BadImage, describe_error, image_extensions, load_rgb
+from .problems import Problem, refuse_problems, skipped_note
 
 __all__ = ["ADE_CLASSES", "IGNORE_INDEX", "SegPairs", "SegmentationDataset", "read_label", "scan_ade"]
 
@@ -35,17 +36,10 @@ class SegPairs:
 
     pairs: List[Tuple[str, str]]
     classes: List[str]
-    problems: List[Tuple[str, str]] = field(default_factory=list)
+    problems: List[Problem] = field(default_factory=list)
 
     def notes(self, what: str) -> List[str]:
-        if not self.problems:
-            return []
-        listed = "; ".join(f"{w}: {p}" for w, p in self.problems[:5])
-        more = f"; ... ({len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
-        return [
-            f"{what}: skipped {len(self.problems)} image(s) ({listed}{more}); add or fix the label maps, or pass "
-            "--bad-annotations error to stop at them"
-        ]
+        return skipped_note(self.problems, what, "image(s)", "add or fix the label maps")
 
 
 def _classes(root: Path, num_classes: Optional[int]) -> List[str]:
@@ -97,7 +91,7 @@ def scan_ade(
     if not files:
         raise DataError(f"{str(images)!r} holds no images: put the {split} images there")
     pairs: List[Tuple[str, str]] = []
-    problems: List[Tuple[str, str]] = []
+    problems: List[Problem] = []
     for img in files:
         lab = labels / f"{img.stem}.png"
         if not lab.is_file():
@@ -113,12 +107,7 @@ def scan_ade(
             problems.append((img.name, f"label map is {size_l[0]}x{size_l[1]}, the image {size_i[0]}x{size_i[1]}"))
             continue
         pairs.append((str(img), str(lab)))
-    if problems and bad_annotations == "error":
-        where, what = problems[0]
-        raise DataError(
-            f"{root!r} {split}: {where}: {what} ({len(problems)} problem(s) in all): fix the label maps, or pass "
-            "--bad-annotations skip to leave those images out"
-        )
+    refuse_problems(problems, bad_annotations, f"{root!r} {split}", "fix the label maps", "those images")
     if not pairs:
         raise DataError(f"{root!r} {split}: no image has a usable label map: check annotations/{split}/")
     return SegPairs(pairs, names, problems)

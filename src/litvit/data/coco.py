@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import DataError, DataNotFoundError
 from ..options import BAD_IMAGE_MODES
+from .problems import Problem, refuse_problems, skipped_note
 
 __all__ = ["CocoSet", "decode_mask", "find_coco", "read_coco"]
 
@@ -34,7 +35,7 @@ class CocoSet:
     category_ids: List[int]  # category id of class i
     images: List[Dict[str, Any]]  # {'id', 'file_name', 'width', 'height', 'boxes' [[x1,y1,x2,y2]], 'labels', 'masks'}
     gt: Dict[str, Any]  # COCO-format ground truth of `images` (checked annotations, crowd regions included)
-    problems: List[Tuple[str, str]] = field(default_factory=list)  # (where, what) of what was skipped
+    problems: List[Problem] = field(default_factory=list)  # (where, what) of what was skipped
     clipped: int = 0  # boxes clipped to their image
 
     def notes(self, what: str) -> List[str]:
@@ -42,13 +43,7 @@ class CocoSet:
         out = []
         if self.clipped:
             out.append(f"{what}: {self.clipped} box(es) reached outside their image and were clipped to it")
-        if self.problems:
-            listed = "; ".join(f"{w}: {p}" for w, p in self.problems[:5])
-            more = f"; ... ({len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
-            out.append(
-                f"{what}: skipped {len(self.problems)} bad annotation(s) or image(s) ({listed}{more}); fix the json "
-                "or pass --bad-annotations error to stop at them"
-            )
+        out += skipped_note(self.problems, what, "bad annotation(s) or image(s)", "fix the json")
         return out
 
 
@@ -151,7 +146,7 @@ def read_coco(
             f"trained on ({len(classes)}: {', '.join(list(classes)[:4])}, ...): evaluate on data with the same classes"
         )
     label_of = {c: i for i, c in enumerate(cat_ids)}
-    problems: List[Tuple[str, str]] = []
+    problems: List[Problem] = []
     images: Dict[int, Dict[str, Any]] = {}
     for k, im in enumerate(data["images"]):
         problem = _image_problem(im)
@@ -224,12 +219,8 @@ def read_coco(
         empty = [im for im in kept if not im["boxes"]]
         problems += [(f"image {im['file_name']}", "no object to train on") for im in empty]
         kept = [im for im in kept if im["boxes"]]
-    if problems and bad_annotations == "error":
-        where, what = problems[0]
-        raise DataError(
-            f"{str(ann_path)!r}: {where}: {what} ({len(problems)} problem(s) in all): fix the annotations, or pass "
-            "--bad-annotations skip to leave such annotations / images out"
-        )
+    fix = "fix the annotations"
+    refuse_problems(problems, bad_annotations, repr(str(ann_path)), fix, "such annotations / images")
     if not kept:
         raise DataError(f"{str(ann_path)!r} has no usable image{' with objects' if training else ''}: check the file")
     kept_ids = {im["id"] for im in kept}
