@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from litvit.bench.cli import main
+from litvit.bench.machine import native_bf16
 
 PAIR = ["litv2_s", "swin_tiny_patch4_window7_224"]
 
@@ -31,6 +32,9 @@ def run_all(argv: list) -> int:
         "fp32_train": [*PAIR, *batch, "--dtype", "fp32", "--mode", "train", "--no-latency"],
         "attention": ["--attention"],
     }
+    if not gpu and native_bf16() is False:
+        print("skipping bf16 inference: this CPU has no native bf16 (avx512_bf16 / amx_bf16), where it is emulated")
+        del runs["lowp_infer"]
     if gpu:
         runs["amp_train"] = [*PAIR, *batch, "--dtype", "fp16", "--mode", "train", "--no-latency"]
     for name, run in runs.items():

@@ -31,6 +31,8 @@ EPILOG = """examples:
   litvit bench --attention --sizes 14 28 56 20x30
   litvit bench litv2_s --runtime eager compile+bf16 onnxruntime int8 --threads 2
                                                 inference runtimes, one interleaved run (pip install 'litvit[deploy]')
+  litvit bench litv2_s swin_tiny_patch4_window7_224 --profile --mode train
+                                                per-op profile of a training step (OUT/profile.md, profile.json)
   litvit bench --quick                          a smoke run on two tiny models
 outputs: OUT/table.md, OUT/results.json, OUT/plot.png (see docs/performance.md)"""
 
@@ -54,6 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model / layer (warm-up compiles)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: where each model's step spends its time, per kind of op (torch.profiler; eager)",
+    )
     p.add_argument(
         "--runtime",
         nargs="+",
@@ -111,6 +118,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark (a bad request raises a LitvitError before anything is measured; the command prints it)."""
     cfg = config_from_args(args)
+    if args.profile:
+        return run_profile(args, cfg)
     from .machine import command_line
     from .report import write_outputs
     from .runner import run_bench
@@ -122,6 +131,47 @@ def run(args: argparse.Namespace) -> int:
     paths = write_outputs(record, out)
     print(paths["table"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def run_profile(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    """`--profile`: the per-op profile of each model's step, written to OUT/profile.md and OUT/profile.json."""
+    import json
+
+    from ..checkpoint import atomic_write
+    from ..runtime import set_threads
+    from .machine import command_line, machine_info
+    from .profile import profile_models, profile_table
+    from .runner import prepare, printer
+
+    if cfg.attention or cfg.runtimes != ["eager"] or cfg.compile:
+        raise BenchError("--profile profiles eager models: drop --attention, --runtime and --compile")
+    cfg, device, amp = prepare(cfg)
+    threads = set_threads(cfg.threads)
+    profiles = profile_models(cfg, device, amp, printer(cfg.verbose))
+    machine = machine_info(device, threads)
+    if getattr(args, "argv", None) is not None:
+        machine["command"] = command_line(["litvit", "bench", *args.argv])
+    out = args.out or Path("out/bench-profile")
+    out.mkdir(parents=True, exist_ok=True)
+    what = f"{cfg.mode}, {cfg.dtype}, batch {cfg.batch_size}, {cfg.img_size}px, {threads} threads"
+    head = [
+        f"# Per-op profile: {what}",
+        "",
+        f"- Machine: {machine['cpu']} ({machine['cores']} cores); torch {machine['torch']}; {machine['date']}",
+        f"- Command: `{machine['command']}`",
+        f"- Self time per step over {cfg.repeats} profiled steps after {cfg.warmup} warm-up (profiler overhead "
+        "included: read the shares)",
+        "",
+        "",
+    ]
+    text = "\n".join(head) + profile_table(profiles)
+    atomic_write(out / "profile.md", lambda tmp: tmp.write_text(text))
+    record = {"machine": machine, "config": {"mode": cfg.mode, "dtype": cfg.dtype, "batch_size": cfg.batch_size}}
+    data = json.dumps({**record, "profiles": profiles}, indent=2)
+    atomic_write(out / "profile.json", lambda tmp: tmp.write_text(data))
+    print(text)
+    print(f"wrote {out / 'profile.md'}, {out / 'profile.json'}")
     return 0
 
 

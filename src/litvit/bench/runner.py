@@ -16,7 +16,7 @@ from ..errors import BenchError, LitvitError, one_line
 from ..runtime import autocast_dtype, precision_name, resolve_device, set_threads
 from .attention import LayerKind
 from .config import BenchConfig, check_counts, record_config, split_runtime
-from .machine import busy_warning, load_average, machine_info
+from .machine import bf16_warning, busy_warning, load_average, machine_info
 from .memory import measure_children
 from .models import ModelKind
 from .runtimes import build_runtime, check_runtime
@@ -117,6 +117,10 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
     if busy:
         say(f"litvit bench: warning: {busy}")
     specs = kind.specs(cfg)
+    precisions = {cfg.dtype} | {s["dtype"] for s in specs if "dtype" in s}
+    slow_bf16 = bf16_warning(device.type, "bf16" if "bf16" in precisions else cfg.dtype)
+    if slow_bf16:
+        say(f"litvit bench: warning: {slow_bf16}")
     rows, tasks = build_tasks(kind, specs, cfg, device, amp, say)
     say(f"timing {len(rows)} subjects: {cfg.rounds} rounds x {cfg.repeats} repeats after {cfg.warmup} warm-up")
     raw, warm, matmul = time_with_matmul_peak(tasks, device, cfg.rounds, cfg.repeats, cfg.warmup, cfg.matmul_n, say)

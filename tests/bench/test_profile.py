@@ -1,0 +1,67 @@
+"""`litvit bench --profile`: every op's time lands in one category, by name and (convolutions) weight shape; and the
+warning on CPUs where bf16 is emulated."""
+
+import json
+
+import pytest
+
+from litvit.bench.cli import main
+from litvit.bench.profile import CONV, DEPTHWISE, OPTIMIZER, OTHER, categorize
+
+TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--warmup", "1", "--repeats", "1", "--quiet"]
+
+
+def test_categorize_by_name_and_conv_weight_shape():
+    assert categorize("aten::addmm") == "GEMM (linear, matmul)"
+    assert categorize("aten::gelu_backward") == "GELU"
+    assert categorize("torchvision::deform_conv2d") == "deformable conv (DTM)"
+    # forward: the weight is input 1; backward (grad_out, input, weight, ...): input 2
+    assert categorize("aten::mkldnn_convolution", [[2, 64, 8, 8], [64, 1, 3, 3], [64]]) == DEPTHWISE
+    assert categorize("mkldnn::_convolution_pointwise", [[2, 64, 8, 8], [64, 1, 3, 3], [64]]) == DEPTHWISE
+    assert categorize("aten::mkldnn_convolution", [[2, 3, 32, 32], [64, 3, 4, 4], [64]]) == CONV
+    assert categorize("aten::convolution_backward", [[2, 64, 8, 8], [2, 64, 8, 8], [64, 1, 3, 3]]) == DEPTHWISE
+    assert categorize("aten::convolution_backward", [[2, 64, 8, 8], [2, 3, 32, 32], [64, 3, 4, 4]]) == CONV
+    assert categorize("aten::some_new_op") == OTHER
+
+
+def test_profile_train_step_adds_up_and_separates_the_parts(tmp_path):
+    out = tmp_path / "p"
+    assert main(["litv2_nano", "resnet18", "--profile", "--mode", "train", *TINY, "--out", str(out)]) == 0
+    record = json.loads((out / "profile.json").read_text())
+    lit, res = record["profiles"]["litv2_nano"], record["profiles"]["resnet18"]
+    for p in (lit, res):
+        assert sum(p["categories"].values()) == pytest.approx(p["total_ms"])
+        assert p["categories"][OPTIMIZER] > 0  # a train step ends with AdamW
+        assert p["categories"]["GEMM (linear, matmul)"] > 0
+    assert lit["categories"][DEPTHWISE] > 0 and lit["categories"]["deformable conv (DTM)"] > 0
+    assert res["categories"][DEPTHWISE] == 0 and res["categories"][CONV] > lit["categories"][CONV]
+    table = (out / "profile.md").read_text()
+    assert table.startswith("# Per-op profile: train, fp32, batch 2, 32px, 1 threads")
+    assert "| depthwise conv (+ fused GELU) |" in table and "Top ops of resnet18" in table
+
+
+def test_profile_inference_has_no_optimizer(tmp_path):
+    out = tmp_path / "p"
+    assert main(["litv2_nano", "--profile", *TINY, "--out", str(out)]) == 0
+    p = json.loads((out / "profile.json").read_text())["profiles"]["litv2_nano"]
+    assert p["categories"][OPTIMIZER] == 0 and p["total_ms"] > 0
+
+
+@pytest.mark.parametrize("flags", [["--runtime", "int8"], ["--compile"]])
+def test_profile_refuses_other_runtimes(tmp_path, capsys, flags):
+    assert main(["litv2_nano", "--profile", *flags, *TINY, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--profile profiles eager models" in err and "Traceback" not in err
+
+
+def test_bf16_warning_only_where_the_cpu_lacks_native_bf16(monkeypatch):
+    from litvit.bench import machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: ["fma", "avx2"])
+    assert machine.native_bf16() is False
+    assert "no native bf16" in machine.bf16_warning("cpu", "bf16")
+    assert machine.bf16_warning("cpu", "fp32") is None and machine.bf16_warning("cuda", "bf16") is None
+    monkeypatch.setattr(machine, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    assert machine.native_bf16() is True and machine.bf16_warning("cpu", "bf16") is None
+    monkeypatch.setattr(machine, "cpu_flags", lambda: [])
+    assert machine.native_bf16() is None and machine.bf16_warning("cpu", "bf16") is None
