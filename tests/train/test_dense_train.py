@@ -62,7 +62,8 @@ def test_default_configs_are_the_dense_ones(tmp_path):
 
     det = build_config(overrides={"task": "det"})
     assert (det.model, det.img_size, det.task) == ("retinanet_litv2_s", 128, "det")
-    assert build_config(overrides={"task": "seg"}).model == "semantic_fpn_litv2_s"
+    seg = build_config(overrides={"task": "seg"})
+    assert seg.model == "semantic_fpn_litv2_s" and seg.class_weight == [0.1] + [1] * 10  # background, 10 digits
     retina = build_config("retinanet_litv2_s")
     assert (retina.sched, retina.decay_milestones, retina.warmup_steps, retina.epochs) == (
         "multistep",
@@ -75,6 +76,7 @@ def test_default_configs_are_the_dense_ones(tmp_path):
     assert (mask.base_lr, mask.weight_decay_groups) == (2e-4, "no_norm")
     fpn = build_config("semantic_fpn_litv2_s")
     assert (fpn.sched, fpn.decay_rate, fpn.img_size, fpn.max_size, fpn.amp) == ("poly", 0.9, 512, 2048, "fp32")
+    assert fpn.class_weight == []  # the ADE20K recipe weighs every class alike
 
 
 def _one_line_exit_2(capsys, argv, *needles):
@@ -96,6 +98,9 @@ def _one_line_exit_2(capsys, argv, *needles):
             ["train", "--task", "det", "--data", "{scenes}/coco", "--num-classes", "3"],
             ["--num-classes 3", "10 categories"],
         ),
+        (["train", "--task", "seg", "--data", "{scenes}/ade", "--class-weight", "1", "2"], ["2 values for 11 classes"]),
+        (["train", "--task", "seg", "--data", "{scenes}/ade", "--class-weight", "-1"], ["class_weight must be"]),
+        (["train", "--task", "det", "--data", "{scenes}/coco", "--class-weight", "1"], ["--task seg only"]),
         (["eval", "--task", "det"], ["needs --checkpoint"]),
         (["eval", "--task", "seg", "--checkpoint", "{tmp}/w.pth"], ["w.pth"]),
         (["eval", "--task", "det", "--checkpoint", "{tmp}/w.pth"], ["w.pth"]),
@@ -115,3 +120,18 @@ def test_eval_refuses_a_checkpoint_of_another_task(tmp_path, capsys, scenes):
     capsys.readouterr()
     argv = ["eval", "--task", "det", "--checkpoint", str(run / "last.pth")]
     _one_line_exit_2(capsys, argv, "holds a segmentation model, not a detection one")
+
+
+def test_class_weight_scales_each_pixels_cross_entropy():
+    from litvit.tasks.segmentation import seg_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, generator=g)
+    labels = torch.randint(0, 3, (2, 4, 4), generator=g)
+    labels[0, 0, :2] = 255  # ignored: 0 whatever the weights
+    w = torch.tensor([0.1, 1.0, 2.0])
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels.clamp(max=2), reduction="none")
+    per_pixel[labels == 255] = 0
+    expected = (per_pixel * w[labels.clamp(max=2)]).mean()  # mmseg: weighted, then the mean over all pixels
+    assert torch.allclose(seg_loss(logits, labels, w), expected)
+    assert torch.allclose(seg_loss(logits, labels), per_pixel.mean())

@@ -16,7 +16,7 @@ from torch import nn
 from ..data.ade import IGNORE_INDEX, SegmentationDataset, scan_ade
 from ..data.loader import list_collate
 from ..data.seg_transforms import SegEvalTransform, SegTrainTransform
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..runtime import all_gather_object, all_reduce_sum, autocast, seed_all
 from . import TaskParts
 from .dense_metrics import confusion_matrix, miou
@@ -38,11 +38,15 @@ def seg_scale(cfg: Dict[str, Any]) -> Tuple[int, int]:
     return (cfg.get("max_size") or 4 * crop, crop)
 
 
-def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mmseg 0.13's cross-entropy: per pixel, averaged over all pixels (ignored ones count as 0)."""
+def seg_loss(logits: torch.Tensor, labels: torch.Tensor, class_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """mmseg 0.13's cross-entropy: per pixel (times its class's weight, if given), averaged over all pixels (ignored
+    ones count as 0)."""
     if logits.shape[-2:] != labels.shape[-2:]:
         logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none").mean()
+    if class_weight is not None:
+        class_weight = class_weight.to(logits.device)
+    per_pixel = F.cross_entropy(logits.float(), labels, class_weight, ignore_index=IGNORE_INDEX, reduction="none")
+    return per_pixel.mean()
 
 
 class SegmentationTask:
@@ -55,6 +59,7 @@ class SegmentationTask:
     def __init__(self, channels_last: bool = False):
         self.channels_last = channels_last
         self.val_notes: List[str] = []
+        self.class_weight: Optional[torch.Tensor] = None  # the training loss's (cfg.class_weight), set by build
 
     def build(self, cfg: Any, rank: int, labels: Optional[List[str]] = None) -> TaskParts:
         if cfg.data is not None:
@@ -65,6 +70,12 @@ class SegmentationTask:
         train = scan_ade(root, train_split, cfg.bad_annotations, cfg.num_classes, labels)
         val_set = self.eval_set(cfg, train.classes)
         k = len(train.classes)
+        if cfg.class_weight and len(cfg.class_weight) != k:
+            raise ConfigError(
+                f"class_weight has {len(cfg.class_weight)} values for {k} classes ({', '.join(train.classes[:3])}, "
+                "...): give one per class, or none"
+            )
+        self.class_weight = torch.tensor(cfg.class_weight, dtype=torch.float32) if cfg.class_weight else None
         seed_all(cfg.seed)
         model = build_dense_model(run_cfg, k, labels is None)
         crop, scale = cfg.img_size or DEFAULT_CROP, seg_scale(run_cfg)
@@ -91,7 +102,7 @@ class SegmentationTask:
         y = torch.stack(labels).to(device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return seg_loss(model(x), y), x.shape[0]
+        return seg_loss(model(x), y, self.class_weight), x.shape[0]
 
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device, amp: Optional[torch.dtype]) -> Dict:
         return evaluate_segmentation(model, loader, device, amp, self.channels_last)

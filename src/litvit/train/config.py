@@ -101,6 +101,9 @@ class TrainConfig:
     ratio_range: Tuple[float, float] = _f((0.5, 2.0), "segmentation: random rescale range", group="dense")
     cat_max_ratio: float = _f(0.75, "segmentation: re-draw a crop where one class covers more of it", group="dense")
     photometric: bool = _f(True, "segmentation: photometric distortion (brightness, contrast, colour)", group="dense")
+    class_weight: List[float] = _f(
+        [], "segmentation: cross-entropy weight of each class (mmseg's class_weight; none: all 1)", group="dense"
+    )
     # optimisation
     opt: str = _f("adamw", "timm optimizer name", group="optimization")
     opt_eps: float = _f(1e-8, "optimizer epsilon", group="optimization")
@@ -292,6 +295,14 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.max_size is None or cfg.max_size >= 1, "max_size must be >= 1")
     need(0 < cfg.ratio_range[0] <= cfg.ratio_range[1], f"ratio_range must be 0 < A <= B, got {cfg.ratio_range}")
     need(0.0 < cfg.cat_max_ratio <= 1.0, f"cat_max_ratio must be in (0, 1], got {cfg.cat_max_ratio}")
+    need(
+        all(math.isfinite(w) and w >= 0 for w in cfg.class_weight) and (not cfg.class_weight or sum(cfg.class_weight)),
+        f"class_weight must be finite numbers >= 0, not all 0, got {cfg.class_weight}",
+    )
+    need(
+        not cfg.class_weight or task_name(cfg.task) == "segmentation",
+        "class_weight applies to --task seg only: drop it",
+    )
     need(cfg.decay_rate > 0, "decay_rate must be > 0")
     need(
         cfg.weight_decay_groups in ("official", "all", "no_norm"),
