@@ -11,27 +11,25 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> Optional[str]:
+    """The first /proc/cpuinfo line's value for `field` ('model name', 'flags'); None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.lower().startswith("model name"):
+                if line.lower().startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> List[str]:
-    """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("flags"):
-                    return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
+    """The CPU's feature flags (empty where /proc/cpuinfo has none)."""
+    return (_cpuinfo("flags") or "").split()
 
 
 def native_bf16() -> Optional[bool]:
