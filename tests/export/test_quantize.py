@@ -95,8 +95,6 @@ def test_missing_pt2e_names_the_extra(monkeypatch):
 
 
 def test_reduce_range_only_on_x86_without_vnni(monkeypatch):
-    from litvit.bench import machine
-
     for flags, expected in [
         (["fma", "avx2"], True),  # AVX2 only: u8 x s8 pairs saturate int16 sums at full range
         (["avx2", "avx512f", "avx512_vnni"], False),
@@ -104,5 +102,5 @@ def test_reduce_range_only_on_x86_without_vnni(monkeypatch):
         (["avx2", "avx512f", "amx_int8"], False),
         ([], False),  # unknown (no /proc/cpuinfo): torch's default
     ]:
-        monkeypatch.setattr(machine, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(quantize, "cpu_flags", lambda flags=flags: flags)
         assert quantize.needs_reduce_range() is expected, flags

@@ -10,26 +10,7 @@ import shlex
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-
-def _cpuinfo(field: str) -> Optional[str]:
-    """The first /proc/cpuinfo line's value for `field` ('model name', 'flags'); None where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(field):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def cpu_model() -> str:
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
-def cpu_flags() -> List[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo has none)."""
-    return (_cpuinfo("flags") or "").split()
+from ..cpu import cpu_flags, cpu_model
 
 
 def native_bf16() -> Optional[bool]:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, List, Optional
 import torch
 from torch import nn
 
+from ..cpu import cpu_flags
 from ..errors import ExportError
 from .program import _tracing
 
@@ -51,8 +52,6 @@ def needs_reduce_range() -> bool:
     """Whether activations must be quantised to 7 bits: x86 CPUs without VNNI / AMX-INT8 multiply u8 x s8 pairs into
     int16 sums (vpmaddubsw) that saturate at full 8-bit range, so oneDNN's int8 kernels would disagree with the
     reference graph (measured on an AVX2-only AMD EPYC: 75% top-1 agreement, logits off by 18% of their range)."""
-    from ..bench.machine import cpu_flags
-
     flags = cpu_flags()
     return bool(flags) and "avx2" in flags and not any(f in flags for f in VNNI_FLAGS)
 
