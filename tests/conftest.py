@@ -1,9 +1,19 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 DATA = Path(__file__).parent / "data"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`pytest -n auto`, the README's command) each worker computes on one thread: the workers
+    share the cores, and most tests are tiny models that run fastest on one thread anyway. Without this every
+    worker's torch would start a thread per core, and OpenMP threads fighting for cores run slower than one."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # for the subprocesses tests start
 
 
 @pytest.fixture(autouse=True)

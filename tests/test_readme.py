@@ -28,7 +28,7 @@ def test_ci_runs_the_readme_commands():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install -e ".[dev]"' in readme and 'pip install -e ".[dev]"' in ci
-    assert "\npytest" in readme and "pytest" in ci
+    assert "\npytest -n auto " in readme and "pytest -n auto -q" in ci
 
 
 def test_cli_models_prints_the_table(capsys):
