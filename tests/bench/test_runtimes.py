@@ -44,11 +44,12 @@ def _run(tmp_path, *argv):
 
 
 def test_eager_and_compile_rows_in_one_run(tmp_path):
-    table, rows = _run(tmp_path, "--runtime", "eager", "compile", "compile+bf16")
-    assert set(rows) == {"eager", "compile", "compile+bf16"}
+    table, rows = _run(tmp_path, "--runtime", "eager", "compile", "frozen", "compile+bf16", "frozen+bf16")
+    assert set(rows) == {"eager", "compile", "frozen", "compile+bf16", "frozen+bf16"}
     assert rows["compile"]["max_abs_logit_diff"] < 1e-4  # the same fp32 graph
-    assert 0 < rows["compile+bf16"]["max_abs_logit_diff"] < 0.1
-    for rt in ("compile", "compile+bf16"):
+    assert rows["frozen"]["max_abs_logit_diff"] < 1e-4  # ... with its weights folded in as constants
+    assert 0 < rows["compile+bf16"]["max_abs_logit_diff"] < 0.1 and 0 < rows["frozen+bf16"]["max_abs_logit_diff"] < 0.1
+    for rt in ("compile", "frozen", "compile+bf16", "frozen+bf16"):
         assert rows[rt]["vs_eager"]["throughput"]["median"] > 0 and rows[rt]["prepare_s"] > 0
         assert rows[rt]["throughput"]["img_s"]["median"] > 0 and rows[rt]["latency"]["ms"]["median"] > 0
     assert "vs_eager" not in rows["eager"]
@@ -89,10 +90,11 @@ def test_exported_runtimes_rows(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--runtime", "tensorrt"], "unknown runtime 'tensorrt': use eager, compile, onnxruntime, aoti, int8"),
+        (["--runtime", "tensorrt"], "unknown runtime 'tensorrt': use eager, compile, frozen, onnxruntime, aoti, int8"),
         (["--runtime", "int8+fp8"], "unknown runtime 'int8+fp8'"),
         (["--runtime", "eager", "eager"], "--runtime takes each runtime once"),
         (["--runtime", "int8", "--mode", "train"], "--runtime int8 times inference only"),
+        (["--runtime", "frozen", "--mode", "train"], "--runtime frozen times inference only"),
         (["--runtime", "onnxruntime", "--dtype", "bf16"], "--runtime onnxruntime runs the exported fp32 graph"),
         (["--runtime", "compile", "--compile"], "--compile is --runtime compile"),
         (["--attention", "--runtime", "int8"], "--runtime applies to the model benchmark"),
@@ -119,3 +121,30 @@ def test_missing_optional_dependency_names_the_extra(monkeypatch, capsys, tmp_pa
     assert main(["bench_test_tinynet", "--runtime", "onnxruntime", "--quiet", "--out", str(tmp_path / "x")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "--runtime onnxruntime needs onnxruntime" in line and "pip install 'litvit[deploy]'" in line
+
+
+def test_frozen_runtime_folds_the_weights_in(tmp_path):
+    """`frozen` compiles with inductor's freezing: BatchNorm is folded into the conv at compile time, so a change of
+    its statistics afterwards moves eager's output and not the frozen graph's (a plain compile follows it). A plain
+    compile of the same class first must not hand its graph over (dynamo caches per code and backend)."""
+    from litvit.bench.runtimes import build_runtime
+
+    class ConvBN(TinyNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    plain, _ = build_runtime("compile", ConvBN().eval(), x, None)
+    model = ConvBN().eval()
+    frozen, facts = build_runtime("frozen", model, x, None)
+    assert facts["max_abs_logit_diff"] < 1e-5 and facts["top1_agreement"] == 1.0
+    before = frozen(x)
+    with torch.no_grad():
+        model.bn.running_mean.add_(1.0)
+        assert (model(x) - before).abs().max() > 1e-3
+    torch.testing.assert_close(frozen(x), before)

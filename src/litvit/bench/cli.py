@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="runtimes",
         metavar="RUNTIME",
         help=f"inference runtimes, each model runs in each: {', '.join(RUNTIMES)}; RUNTIME+bf16 runs one under bf16 "
-        "autocast (compile+bf16, int8+bf16) (default: eager)",
+        "autocast (compile+bf16, int8+bf16); frozen is torch.compile with inductor's weight freezing (default: eager)",
     )
     p.add_argument("--warmup", type=int, help="untimed calls per task before timing (default 2)")
     p.add_argument("--rounds", type=int, help="interleaved rounds over all tasks (default 3)")

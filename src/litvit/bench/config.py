@@ -17,10 +17,11 @@ PEERS = ("resnet50", "pvt_v2_b2", "twins_pcpvt_small", "swin_tiny_patch4_window7
 DEFAULT_MODELS = tuple(v.name for v in VARIANTS if v.bench) + PEERS
 DEFAULT_REFERENCE = "swin_tiny_patch4_window7_224"
 
-# Inference runtimes of the model benchmark (litvit.bench.runtimes): PyTorch eager, torch.compile, ONNX Runtime,
+# Inference runtimes of the model benchmark (litvit.bench.runtimes): PyTorch eager, torch.compile (`frozen`: with
+# inductor's weight freezing, inference only), ONNX Runtime,
 # an AOTInductor package, static int8 (PT2E + inductor). `RUNTIME+bf16` runs that one under bf16 autocast whatever
 # --dtype says (int8+bf16: the layers left un-quantised in bf16), so fp32 and bf16 rows share one interleaved run.
-RUNTIMES = ("eager", "compile", "onnxruntime", "aoti", "int8")
+RUNTIMES = ("eager", "compile", "frozen", "onnxruntime", "aoti", "int8")
 LOW_PRECISION = ("bf16",)
 
 

@@ -1,5 +1,6 @@
-"""Inference runtimes for `litvit bench --runtime`: the same model timed as PyTorch eager, `torch.compile`,
-ONNX Runtime, an AOTInductor package, or static int8 (PT2E + inductor), in one interleaved run.
+"""Inference runtimes for `litvit bench --runtime`: the same model timed as PyTorch eager, `torch.compile` (plain, or
+with inductor's weight freezing), ONNX Runtime, an AOTInductor package, or static int8 (PT2E + inductor), in one
+interleaved run.
 
 Each runtime turns a built model and its input into a `nn.Module` whose forward runs that runtime, so the harness's
 one step (`subject.make_step`) times all of them alike. Which runtimes can run here is checked before anything is
@@ -31,7 +32,7 @@ NEEDS: Dict[str, Tuple[str, ...]] = {
     "onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
     "int8": (),  # torch.ao (torch <= 2.9) or torchao: checked by quantize.pt2e_api
 }
-COMPILING = ("compile", "aoti", "int8")  # need a C/C++ compiler on the CPU
+COMPILING = ("compile", "frozen", "aoti", "int8")  # need a C/C++ compiler on the CPU
 CPU_ONLY = ("onnxruntime", "int8")
 FP32_ONLY = ("onnxruntime", "aoti")  # exported graphs: their precision is fixed at export
 
@@ -109,6 +110,30 @@ def _aoti(model: nn.Module, x: torch.Tensor) -> Runtime:
     return Runtime(aoti_load_package(str(path)), "aoti", keep=tmp)
 
 
+def _frozen(model: nn.Module) -> Runtime:
+    """`torch.compile` with inductor's freezing: the weights become constants of the graph, so inductor folds what
+    depends on them alone (BatchNorm into the conv before it, for one) and may hand oneDNN pre-packed weights (its
+    CPU inference setting; inference only). Each input shape compiles once, at its first call.
+
+    Freezing is read from the global config while a shape compiles, which happens at the call (see
+    export.quantize.compile_int8). The backend is a function of its own because dynamo keys its cache by the
+    forward's code and the backend: under plain "inductor", another instance of the same class compiled without
+    freezing (`--runtime compile` in the same run) would hand over its graph."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor.compile_fx import compile_fx
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: List[torch.Tensor]) -> Callable[..., Any]:
+        return compile_fx(gm, example_inputs)
+
+    compiled = torch.compile(model, backend=backend, dynamic=False)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            return compiled(x)
+
+    return Runtime(run, "frozen", keep=compiled)
+
+
 def _int8(model: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype], calibration: Optional[Batches]) -> Runtime:
     """Calibrated on `calibration` (image batches), else on the benchmark's own input: right for speed; the
     accuracy cost on real images is benchmarks/deploy.py's."""
@@ -134,6 +159,8 @@ def build_runtime(
     try:
         if runtime == "compile":
             module: nn.Module = torch.compile(model, dynamic=False)
+        elif runtime == "frozen":
+            module = _frozen(model)
         elif runtime == "onnxruntime":
             module = _onnxruntime(model, x)
         elif runtime == "aoti":
