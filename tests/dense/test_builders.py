@@ -67,6 +67,9 @@ def test_ws4_sets_the_stage3_window():
         ("retinanet_litv2_s", {"num_classes": 0}, "num_classes"),
         ("mask_rcnn_litv2_s", {"mask_paste": "nearest", "backbone_kwargs": TINY}, "mask_paste"),
         ("mask_rcnn_litv2_s", {"backbone_kwargs": {"depths": (1, 1)}}, "cannot build"),
+        ("semantic_fpn_litv2_s", {"aux_weight": -0.4, "backbone_kwargs": TINY}, "aux_weight must be a number >= 0"),
+        ("semantic_fpn_litv2_s", {"aux_weight": "0.4", "backbone_kwargs": TINY}, "aux_weight must be a number >= 0"),
+        ("semantic_fpn_litv2_s", {"aux_weight": float("nan"), "backbone_kwargs": TINY}, "aux_weight"),
     ],
 )
 def test_bad_arguments_are_one_line(name, kwargs, match):
@@ -192,6 +195,30 @@ def test_semantic_fpn_trains():
     loss = torch.nn.functional.cross_entropy(model(x), labels)
     loss.backward()
     assert torch.isfinite(loss) and model.decode_head.conv_seg.weight.grad.abs().sum() > 0
+
+
+def test_semantic_fpn_auxiliary_head_in_training_only():
+    """aux_weight > 0: training returns {"out", "aux"} (the auxiliary logits at stride 16, from the FPN's stride-16
+    level); evaluation returns the logits alone, as without it; aux_weight 0 (the official model) has no such head."""
+    torch.manual_seed(0)
+    kwargs = dict(backbone_kwargs=TINY, fpn_channels=16, channels=8)
+    model = create_dense_model("semantic_fpn_litv2_s", 5, aux_weight=0.4, **kwargs)
+    plain = create_dense_model("semantic_fpn_litv2_s", 5, **kwargs)
+    assert not any(k.startswith("aux_head.") for k in plain.state_dict())
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("aux_head.") for k in extra)
+    x = torch.randn(2, 3, 96, 64)
+    out = model.train()(x)
+    assert out["out"].shape == (2, 5, 96, 64) and out["aux"].shape == (2, 5, 6, 4)
+    out["aux"].sum().backward()  # the auxiliary loss reaches the backbone
+    assert model.aux_head[0][0].weight.grad.abs().sum() > 0
+    assert model.backbone.body.patch_embed.proj.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 5, 96, 64)
+    expected = torch.nn.functional.interpolate(model.decode(x), size=(96, 64), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(logits, expected)
 
 
 def test_pretrained_backbone_loads_the_backbone_alone(tmp_path):

@@ -64,6 +64,7 @@ def test_default_configs_are_the_dense_ones(tmp_path):
     assert (det.model, det.img_size, det.task) == ("retinanet_litv2_s", 128, "det")
     seg = build_config(overrides={"task": "seg"})
     assert seg.model == "semantic_fpn_litv2_s" and seg.class_weight == [0.1] + [1] * 10  # background, 10 digits
+    assert seg.model_kwargs["aux_weight"] == 0.4  # mmseg's auxiliary head and weight
     retina = build_config("retinanet_litv2_s")
     assert (retina.sched, retina.decay_milestones, retina.warmup_steps, retina.epochs) == (
         "multistep",
@@ -77,6 +78,7 @@ def test_default_configs_are_the_dense_ones(tmp_path):
     fpn = build_config("semantic_fpn_litv2_s")
     assert (fpn.sched, fpn.decay_rate, fpn.img_size, fpn.max_size, fpn.amp) == ("poly", 0.9, 512, 2048, "fp32")
     assert fpn.class_weight == []  # the ADE20K recipe weighs every class alike
+    assert "aux_weight" not in fpn.model_kwargs  # ... and has no auxiliary head
 
 
 def _one_line_exit_2(capsys, argv, *needles):
@@ -135,3 +137,24 @@ def test_class_weight_scales_each_pixels_cross_entropy():
     expected = (per_pixel * w[labels.clamp(max=2)]).mean()  # mmseg: weighted, then the mean over all pixels
     assert torch.allclose(seg_loss(logits, labels, w), expected)
     assert torch.allclose(seg_loss(logits, labels), per_pixel.mean())
+
+
+def test_auxiliary_head_adds_its_weighted_cross_entropy():
+    """With aux_weight w the training loss is CE(logits) + w * CE(auxiliary logits, upsampled), both class-weighted."""
+    from litvit.dense import create_dense_model
+    from litvit.tasks.segmentation import SegmentationTask, seg_loss
+
+    torch.manual_seed(0)
+    tiny = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "drop_path_rate": 0.0}
+    model = create_dense_model(
+        "semantic_fpn_litv2_s", 3, backbone_kwargs=tiny, fpn_channels=16, channels=8, dropout=0.0, aux_weight=0.4
+    ).train()  # no dropout or drop path: two forwards give the same logits
+    task = SegmentationTask()
+    task.class_weight = torch.tensor([0.1, 1.0, 2.0])
+    images = [torch.randn(3, 64, 64) for _ in range(2)]
+    labels = [torch.randint(0, 3, (64, 64)) for _ in range(2)]
+    loss, n = task.loss(model, (images, labels, None), torch.device("cpu"))
+    out = model(torch.stack(images))
+    y = torch.stack(labels)
+    expected = seg_loss(out["out"], y, task.class_weight) + 0.4 * seg_loss(out["aux"], y, task.class_weight)
+    assert n == 2 and torch.allclose(loss, expected)

@@ -102,7 +102,12 @@ class SegmentationTask:
         y = torch.stack(labels).to(device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return seg_loss(model(x), y, self.class_weight), x.shape[0]
+        out = model(x)
+        if isinstance(out, dict):  # Semantic FPN with an auxiliary head (aux_weight > 0), in training
+            aux_weight = getattr(model, "module", model).aux_weight  # through DDP
+            loss = seg_loss(out["out"], y, self.class_weight) + aux_weight * seg_loss(out["aux"], y, self.class_weight)
+            return loss, x.shape[0]
+        return seg_loss(out, y, self.class_weight), x.shape[0]
 
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device, amp: Optional[torch.dtype]) -> Dict:
         return evaluate_segmentation(model, loader, device, amp, self.channels_last)
