@@ -99,7 +99,10 @@ def test_cli_serves_and_stops_cleanly_on_ctrl_c():
     port = _free_port()
     env = dict(os.environ, MPLBACKEND="Agg")
     cmd = [sys.executable, "-m", "litvit.cli", "demo", "--model", "litv2_nano", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT back to its default in the child: a pytest started as a background job (`cmd &` in a script) has it
+    # ignored, the child would inherit that, and Python then installs no KeyboardInterrupt handler.
+    reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=reset)
     try:
         line = proc.stdout.readline()  # printed once the socket listens
         assert f"http://127.0.0.1:{port}/" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
