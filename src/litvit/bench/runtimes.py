@@ -111,27 +111,11 @@ def _aoti(model: nn.Module, x: torch.Tensor) -> Runtime:
 
 
 def _frozen(model: nn.Module) -> Runtime:
-    """`torch.compile` with inductor's freezing: the weights become constants of the graph, so inductor folds what
-    depends on them alone (BatchNorm into the conv before it, for one) and may hand oneDNN pre-packed weights (its
-    CPU inference setting; inference only). Each input shape compiles once, at its first call.
+    """`torch.compile` with inductor's weight freezing (`export.quantize.compile_frozen`; inference only). The
+    harness applies autocast around the call for `frozen+bf16`."""
+    from ..export.quantize import compile_frozen
 
-    Freezing is read from the global config while a shape compiles, which happens at the call (see
-    export.quantize.compile_int8). The backend is a function of its own because dynamo keys its cache by the
-    forward's code and the backend: under plain "inductor", another instance of the same class compiled without
-    freezing (`--runtime compile` in the same run) would hand over its graph."""
-    import torch._inductor.config as inductor_config
-    from torch._inductor.compile_fx import compile_fx
-
-    def backend(gm: torch.fx.GraphModule, example_inputs: List[torch.Tensor]) -> Callable[..., Any]:
-        return compile_fx(gm, example_inputs)
-
-    compiled = torch.compile(model, backend=backend, dynamic=False)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), inductor_config.patch(freezing=True):
-            return compiled(x)
-
-    return Runtime(run, "frozen", keep=compiled)
+    return Runtime(compile_frozen(model), "frozen")
 
 
 def _int8(model: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype], calibration: Optional[Batches]) -> Runtime:

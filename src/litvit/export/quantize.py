@@ -132,21 +132,37 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.M
     return converted
 
 
-def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The quantised graph compiled by inductor with weight freezing (int8 weights pre-packed for oneDNN), as a
-    function of an image batch. `amp=torch.bfloat16`: the layers left un-quantised run in bf16 (int8-mixed-bf16;
-    not for LITv2 and LIT: torchvision's CPU deform_conv2d has no bf16 kernel).
-    The first call of each input shape compiles (tens of seconds on two cores)."""
-    import torch._inductor.config as inductor_config
+def compile_frozen(model: nn.Module, amp: Optional[torch.dtype] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`model` compiled by inductor with weight freezing, as a function of an image batch (no grad; under `amp`
+    autocast if given): the weights become constants of the graph, so inductor folds what depends on them alone
+    (BatchNorm into the conv before it; int8 weights pre-packed for oneDNN). The first call of each input shape
+    compiles (tens of seconds on two cores); the weights must not change afterwards.
 
-    check_compilable()
-    compiled = torch.compile(qmodel, dynamic=False)  # one graph per input shape (torch 2.6 crashes on a dynamic one)
+    Freezing must be on in the global config while a shape compiles, which happens at the call:
+    torch.compile(options={"freezing": ...}) leaves the weight pre-packing un-folded (inductor then fails on
+    onednn.qconv_prepack, torch 2.14). The backend is a function of its own because dynamo keys its cache by the
+    forward's code and the backend: under plain "inductor", another instance of the same class compiled without
+    freezing would hand over its graph."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor.compile_fx import compile_fx
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: List[torch.Tensor]) -> Callable[..., Any]:
+        return compile_fx(gm, example_inputs)
+
+    compiled = torch.compile(model, backend=backend, dynamic=False)  # per shape: torch 2.6 crashes on dynamic int8
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        # Freezing must be on in the global config while a shape compiles: torch.compile(options={"freezing": ...})
-        # leaves the weight pre-packing un-folded (inductor then fails on onednn.qconv_prepack, torch 2.14).
         ctx = torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext()
         with torch.no_grad(), ctx, inductor_config.patch(freezing=True):
             return compiled(x)
 
     return run
+
+
+def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The quantised graph compiled by inductor with weight freezing (`compile_frozen`: int8 weights pre-packed for
+    oneDNN), as a function of an image batch. `amp=torch.bfloat16`: the layers left un-quantised run in bf16
+    (int8-mixed-bf16; not for LITv2 and LIT: torchvision's CPU deform_conv2d has no bf16 kernel).
+    The first call of each input shape compiles (tens of seconds on two cores)."""
+    check_compilable()
+    return compile_frozen(qmodel, amp)
