@@ -84,11 +84,16 @@ class DWConvMlp(nn.Module):
 
     @torch.jit.unused
     def _fusable(self, x: torch.Tensor) -> bool:
-        """fp32 CPU inference with exact GELU: depthwise conv and GELU can run as one oneDNN kernel."""
+        """fp32 CPU inference with exact GELU, in eager mode: depthwise conv and GELU can run as one oneDNN kernel.
+
+        Under torch.compile the plain path is traced: inductor fuses conv + GELU itself, and its fake kernel of the
+        oneDNN op promises a channels-last output the real op does not give when inductor freezes the weights
+        (an assertion at the first call, torch 2.14 on an AMX Xeon)."""
         w = self.dwconv.dwconv.weight
         return (
             _HAS_FUSED_CONV
             and isinstance(x, torch.Tensor)  # not an FX proxy: tracing records the plain path
+            and not torch.compiler.is_compiling()
             and not torch.is_grad_enabled()
             and w.device.type == "cpu"
             and x.dtype == w.dtype == torch.float32
