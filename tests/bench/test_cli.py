@@ -179,7 +179,7 @@ def test_registered_with_litvit_cli():
     assert args.attention and args.sizes == ["14"] and args.func.__module__ == "litvit.bench.cli"
 
 
-@pytest.mark.parametrize("script", ["models.py", "attention.py", "targets.py", "deploy.py"])
+@pytest.mark.parametrize("script", ["models.py", "attention.py", "targets.py", "deploy.py", "dense_targets.py"])
 def test_benchmark_scripts_show_help(script, monkeypatch, capsys):
     path = Path(__file__).resolve().parents[2] / "benchmarks" / script
     monkeypatch.setattr(sys, "argv", [str(path), "--help"])
@@ -187,3 +187,16 @@ def test_benchmark_scripts_show_help(script, monkeypatch, capsys):
         runpy.run_path(str(path), run_name="__main__")
     assert exc.value.code == 0
     assert "usage" in capsys.readouterr().out
+
+
+def test_dense_targets_splits_the_batch_over_processes():
+    """--procs N runs torchrun with the scenes config's batch / N per process (the same total batch)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dense_targets.py"
+    command = runpy.run_path(str(path))["command"]
+    assert command("det", 1, []) == [sys.executable, "-m", "litvit.train"]
+    two = command("seg", 2, [])
+    assert two[1:3] == ["-m", "torch.distributed.run"] and two[two.index("--nproc_per_node") + 1] == "2"
+    assert two[-4:] == ["-m", "litvit.train", "--batch-size", "4"]  # scenes_seg: batch 8
+    assert "--batch-size" not in command("det", 2, ["--batch-size", "2"])  # the caller's per-process batch
+    with pytest.raises(SystemExit, match="does not split over 3"):
+        command("det", 3, [])
