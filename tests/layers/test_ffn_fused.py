@@ -5,9 +5,9 @@ import torch
 from torch.profiler import profile
 
 from litvit.layers import DWConvMlp
-from litvit.layers.ffn import _HAS_FUSED_CONV
+from litvit.layers.fused_cpu import HAS_FUSED_CONV
 
-pytestmark = pytest.mark.skipif(not _HAS_FUSED_CONV, reason="this torch build has no oneDNN fused convolution")
+pytestmark = pytest.mark.skipif(not HAS_FUSED_CONV, reason="this torch build has no oneDNN fused convolution")
 
 
 @pytest.mark.parametrize("size", [(7, 9), (14, 14), (1, 5)])

@@ -17,6 +17,7 @@ from torch import nn
 
 from ._checks import check_heads, check_positive_int, tokens_to_map
 from ._shapes import crop_map, pad_to_multiple
+from .fused_cpu import Linear
 
 
 @register_notrace_module
@@ -74,12 +75,12 @@ class HiLo(nn.Module):
         self.h_qkv = None
         self.h_proj = None
         if self.l_heads > 0:
-            self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias)
-            self.l_kv = nn.Linear(dim, 2 * self.l_dim, bias=qkv_bias)
-            self.l_proj = nn.Linear(self.l_dim, self.l_dim)
+            self.l_q = Linear(dim, self.l_dim, bias=qkv_bias)
+            self.l_kv = Linear(dim, 2 * self.l_dim, bias=qkv_bias)
+            self.l_proj = Linear(self.l_dim, self.l_dim)
         if self.h_heads > 0:
-            self.h_qkv = nn.Linear(dim, 3 * self.h_dim, bias=qkv_bias)
-            self.h_proj = nn.Linear(self.h_dim, self.h_dim)
+            self.h_qkv = Linear(dim, 3 * self.h_dim, bias=qkv_bias)
+            self.h_proj = Linear(self.h_dim, self.h_dim)
 
     def extra_repr(self) -> str:
         return (
