@@ -15,6 +15,7 @@ def test_categorize_by_name_and_conv_weight_shape():
     assert categorize("aten::addmm") == "GEMM (linear, matmul)"
     assert categorize("aten::gelu_backward") == "GELU"
     assert categorize("torchvision::deform_conv2d") == "deformable conv (DTM)"
+    assert categorize("aten::index_select") == "deformable conv (DTM)"  # the fp32 inference gather
     # forward: the weight is input 1; backward (grad_out, input, weight, ...): input 2
     assert categorize("aten::mkldnn_convolution", [[2, 64, 8, 8], [64, 1, 3, 3], [64]]) == DEPTHWISE
     assert categorize("mkldnn::_convolution_pointwise", [[2, 64, 8, 8], [64, 1, 3, 3], [64]]) == DEPTHWISE

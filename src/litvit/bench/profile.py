@@ -22,8 +22,9 @@ __all__ = ["CATEGORIES", "categorize", "profile_models", "profile_table"]
 CATEGORIES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("GEMM (linear, matmul)", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
                                "mkldnn::_linear_pointwise", "aten::mkldnn_linear", "aten::matmul")),
+    # index_select: DTM's fp32 inference gathers its bilinear corners (no other litvit layer uses it)
     ("deformable conv (DTM)", ("torchvision::deform_conv2d", "torchvision::_deform_conv2d_backward",
-                               "aten::grid_sampler_2d", "aten::grid_sampler_2d_backward")),
+                               "aten::grid_sampler_2d", "aten::grid_sampler_2d_backward", "aten::index_select")),
     ("attention (SDPA, softmax)", ("aten::_scaled_dot_product_flash_attention_for_cpu",
                                    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
                                    "aten::_softmax", "aten::_softmax_backward_data",
