@@ -24,7 +24,7 @@ def _bf16_probe() -> bool:
 _MKLDNN = torch.backends.mkldnn.is_available()
 HAS_FUSED_CONV = _MKLDNN and hasattr(torch.ops.mkldnn, "_convolution_pointwise")  # conv + pointwise op in one kernel
 HAS_FUSED_LINEAR = _MKLDNN and hasattr(torch.ops.mkldnn, "_linear_pointwise")  # linear with the bias in the epilogue
-BF16_NATIVE = _MKLDNN and _bf16_probe()  # oneDNN runs bf16 in hardware (AVX512-BF16 or AMX), not emulated
+BF16_NATIVE = _MKLDNN and _bf16_probe()  # oneDNN has bf16 kernels (AVX-512; in hardware with AVX512-BF16 / AMX)
 
 
 @torch.jit.unused
@@ -41,8 +41,8 @@ def inference_fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 @torch.jit.unused
 def runs_in_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The plain op would run in bf16 here (CPU autocast to bf16, or bf16 weights and input) and oneDNN runs bf16
-    natively; x is already bf16 or would be cast by autocast."""
+    """The plain op would run in bf16 here (CPU autocast to bf16, or bf16 weights and input) and oneDNN has bf16
+    kernels (not on AVX2-only CPUs, where the plain path stays); x is already bf16 or would be cast by autocast."""
     if weight.dtype == torch.bfloat16:
         return x.dtype == torch.bfloat16 and BF16_NATIVE
     autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
