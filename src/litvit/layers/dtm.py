@@ -79,7 +79,9 @@ def deform_conv2x2_s2_nhwc(
     return poison(F.linear(taps, w.to(taps.dtype), bias.to(taps.dtype)), bad)
 
 
-def deform_conv2x2_s2_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+def deform_conv2x2_s2_gather(
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
     """`deform_conv2x2_s2_nhwc` for fp32 inference with torchvision's sampling arithmetic, op for op.
 
     Same arguments and result. Every sample position, bilinear weight and weighted sum of 4 corners is computed
@@ -127,10 +129,10 @@ class OffsetDeformConv2d(DeformConv2d):
     `forward` (NCHW) is `torchvision.ops.deform_conv2d`, which has CPU and CUDA kernels for forward and backward, in
     place of the official CUDA-only extension. `forward_nhwc` serves DTM's channels-last maps. In fp32 it uses
     torchvision's arithmetic, which matches the official kernel to the last bit: in eager CPU inference as
-    `deform_conv2x2_s2_gather` (the same sampled columns, 2-3x faster), elsewhere torchvision's op; in training (grad
-    enabled), in bf16 /
-    fp16 and under autocast (for which torchvision has no CPU kernel), the 2x2 / stride-2 case goes through
-    `deform_conv2x2_s2_nhwc`: 4-9x faster, a far cheaper backward, and the same function up to rounding.
+    `deform_conv2x2_s2_gather` (the same sampled columns, 2-3x faster), elsewhere torchvision's op. In training
+    (grad enabled), in bf16 / fp16 and under autocast (for which torchvision has no CPU kernel), the 2x2 / stride-2
+    case goes through `deform_conv2x2_s2_nhwc`: 4-9x faster, a far cheaper backward, and the same function up to
+    rounding.
     `sampled_fp32 = True` takes that path in fp32 evaluation too (~1e-7 relative from the official rounding). Offset
     channel 2t is the row (y) offset of tap t, 2t + 1 its column (x) offset, the layout both use. `conv_offset` starts
     at zero, so a fresh DTM is exactly a strided conv and the offsets are learned from there.
