@@ -89,9 +89,8 @@ class DWConvMlp(nn.Module):
         itself, and its fake kernel of the oneDNN op promises a channels-last output the real op does not give when
         inductor freezes the weights (an assertion at the first call, torch 2.14 on an AMX Xeon)."""
         w = self.dwconv.dwconv.weight
-        if not (inference_fast_path(x, w) and HAS_FUSED_CONV and type(self.act) is nn.GELU):
-            return False
-        if self.act.approximate != "none":
+        exact_gelu = type(self.act) is nn.GELU and self.act.approximate == "none"
+        if not (inference_fast_path(x, w) and HAS_FUSED_CONV and exact_gelu):
             return False
         return runs_in_bf16(x, w) or x.dtype == w.dtype == torch.float32
 

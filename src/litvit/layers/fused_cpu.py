@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BF16_NATIVE", "HAS_FUSED_CONV", "HAS_FUSED_LINEAR", "Linear", "inference_fast_path", "runs_in_bf16"]
+__all__ = ["HAS_FUSED_CONV", "HAS_FUSED_LINEAR", "ONEDNN_BF16", "Linear", "inference_fast_path", "runs_in_bf16"]
 
 
 def _bf16_probe() -> bool:
@@ -24,7 +24,7 @@ def _bf16_probe() -> bool:
 _MKLDNN = torch.backends.mkldnn.is_available()
 HAS_FUSED_CONV = _MKLDNN and hasattr(torch.ops.mkldnn, "_convolution_pointwise")  # conv + pointwise op in one kernel
 HAS_FUSED_LINEAR = _MKLDNN and hasattr(torch.ops.mkldnn, "_linear_pointwise")  # linear with the bias in the epilogue
-BF16_NATIVE = _MKLDNN and _bf16_probe()  # oneDNN has bf16 kernels (AVX-512; in hardware with AVX512-BF16 / AMX)
+ONEDNN_BF16 = _MKLDNN and _bf16_probe()  # oneDNN has bf16 kernels (AVX-512; in hardware with AVX512-BF16 / AMX)
 
 
 @torch.jit.unused
@@ -44,10 +44,10 @@ def runs_in_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """The plain op would run in bf16 here (CPU autocast to bf16, or bf16 weights and input) and oneDNN has bf16
     kernels (not on AVX2-only CPUs, where the plain path stays); x is already bf16 or would be cast by autocast."""
     if weight.dtype == torch.bfloat16:
-        return x.dtype == torch.bfloat16 and BF16_NATIVE
+        return x.dtype == torch.bfloat16 and ONEDNN_BF16
     autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     castable = weight.dtype == torch.float32 and x.dtype in (torch.float32, torch.bfloat16)
-    return autocast_bf16 and castable and BF16_NATIVE
+    return autocast_bf16 and castable and ONEDNN_BF16
 
 
 class Linear(nn.Linear):
