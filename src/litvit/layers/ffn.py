@@ -81,11 +81,11 @@ class DWConvMlp(nn.Module):
 
     @torch.jit.unused
     def _fusable(self, x: torch.Tensor) -> bool:
-        """CPU inference with exact GELU, in eager mode, in fp32 or in bf16 where oneDNN runs bf16 natively
-        (AVX512-BF16 / AMX): depthwise conv and GELU can run as one oneDNN kernel.
+        """CPU inference with exact GELU, in eager mode, in fp32 or in bf16 where oneDNN has bf16 kernels
+        (`fused_cpu.ONEDNN_BF16`): depthwise conv and GELU can run as one oneDNN kernel.
 
-        bf16 covers autocast (fc1's output is bf16, the weights fp32) and a model cast to bf16. Where bf16 is only
-        emulated the plain path stays. Under torch.compile the plain path is traced: inductor fuses conv + GELU
+        bf16 covers autocast (fc1's output is bf16, the weights fp32) and a model cast to bf16. On AVX2-only CPUs
+        (no oneDNN bf16) the plain path stays. Under torch.compile the plain path is traced: inductor fuses conv + GELU
         itself, and its fake kernel of the oneDNN op promises a channels-last output the real op does not give when
         inductor freezes the weights (an assertion at the first call, torch 2.14 on an AMX Xeon)."""
         w = self.dwconv.dwconv.weight
