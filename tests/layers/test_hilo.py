@@ -449,3 +449,48 @@ def test_size_inconsistent_with_map():
     m = HiLo(16, 4)
     with pytest.raises(ValueError, match=r"size=\(4, 5\).*\[1, 4, 4, 16\]"):
         m(torch.randn(1, 4, 4, 16), size=(4, 5))
+
+
+# ------------------------------------------------------------------------------------ small-window inference path
+
+
+def _count_sdpa(monkeypatch) -> list:
+    import litvit.layers.hilo as hilo_module
+
+    calls = []
+    real = hilo_module.F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hilo_module.F, "scaled_dot_product_attention", counting)
+    return calls
+
+
+@pytest.mark.parametrize("s,grad,sdpa_calls", [(2, False, 0), (4, False, 0), (5, False, 1), (2, True, 1)])
+def test_small_windows_use_matmul_attention_in_inference_only(monkeypatch, s, grad, sdpa_calls):
+    """Windows of <= 16 tokens run matmul attention in eager CPU inference; training and larger windows keep SDPA;
+    both compute the official function."""
+    m = _randomize(HiLo(16, 4, window_size=s, alpha=0.0))  # all Hi-Fi: every SDPA call is a window call
+    x = torch.randn(2, 7, 9, 16)
+    calls = _count_sdpa(monkeypatch)
+    with torch.set_grad_enabled(grad):
+        out = m(x)
+    assert len(calls) == sdpa_calls
+    with torch.no_grad():
+        ref = hilo_reference(m, x)
+    assert (out.detach() - ref).abs().max().item() <= TOL
+
+
+def test_small_window_path_bf16_autocast_close_to_fp32():
+    """Under CPU bf16 autocast the matmul path returns the autocast dtype and stays near fp32."""
+    m = _randomize(HiLo(32, 8, window_size=2, alpha=0.5))
+    x = torch.randn(2, 6, 10, 32)
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(x)
+    assert out.shape == ref.shape
+    rel = ((out.float() - ref).abs().max() / ref.abs().max()).item()
+    assert rel < 3e-2
