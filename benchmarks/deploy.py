@@ -3,13 +3,14 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/deploy.py --threads 2          # ~20 minutes on 2 quiet cores
 
 1. Speed: `litvit bench litv2_s swin_tiny_patch4_window7_224@eager --runtime eager eager+bf16 compile compile+bf16
-   frozen frozen+bf16 onnxruntime aoti int8` (random weights, batch 16 throughput and batch-1 latency at 224, one
-   interleaved run: medians, and per-round ratios to LITv2-S eager fp32 and to Swin-T eager fp32). Record in OUT/speed/.
+   frozen frozen+bf16 onnxruntime aoti int8 onnxruntime-int8` (random weights, batch 16 throughput and batch-1
+   latency at 224, one interleaved run: medians, and per-round ratios to LITv2-S eager fp32 and to Swin-T eager
+   fp32). Record in OUT/speed/.
 2. Accuracy: every runtime of the same list on a trained model, against that model in eager fp32: top-1
    agreement and max |logit difference| on the embedded digits' 360 held-out val images and on 64 crops / mirror
    images of scikit-learn's two sample photos. The model is `litvit train`'s default run (litv2_nano on the
    digits' train split, 99% val top-1; trained here in a few minutes unless --digits-checkpoint names a best.pth).
-   int8 is calibrated on 64 digits train images and 32 other photo crops.
+   int8 and onnxruntime-int8 are calibrated on 64 digits train images and 32 other photo crops.
 3. The table (stdout and OUT/deploy.md) and the JSON record (OUT/deploy.json).
 
 Needs `pip install 'litvit[deploy,train]'` and a C compiler. Targets (docs/performance.md): onnxruntime fp32 >=
@@ -23,7 +24,18 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-RUNTIMES = ["eager", "eager+bf16", "compile", "compile+bf16", "frozen", "frozen+bf16", "onnxruntime", "aoti", "int8"]
+RUNTIMES = [
+    "eager",
+    "eager+bf16",
+    "compile",
+    "compile+bf16",
+    "frozen",
+    "frozen+bf16",
+    "onnxruntime",
+    "aoti",
+    "int8",
+    "onnxruntime-int8",
+]
 SWIN = "swin_tiny_patch4_window7_224"
 
 

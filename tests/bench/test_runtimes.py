@@ -77,14 +77,17 @@ def test_int8_row(tmp_path):
     any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")), reason="litvit[deploy]"
 )
 def test_exported_runtimes_rows(tmp_path):
-    """onnxruntime and AOTInductor run litvit.export's graphs (litvit models only): a tiny LITv2 at 32 px."""
+    """onnxruntime (fp32, and int8 quantised by onnxruntime) and AOTInductor run litvit.export's graphs (litvit
+    models only): a tiny LITv2 at 32 px."""
     out = tmp_path / "out"
-    argv = ["litv2_nano", "--runtime", "onnxruntime", "aoti", *TINY, *ONE_ROUND, "--out", str(out)]
+    argv = ["litv2_nano", "--runtime", "onnxruntime", "aoti", "onnxruntime-int8", *TINY, *ONE_ROUND, "--out", str(out)]
     assert main(argv) == 0
     rows = {r["runtime"]: r for r in json.loads((out / "results.json").read_text())["results"]}
     for rt in ("onnxruntime", "aoti"):
         assert rows[rt]["max_abs_logit_diff"] < 1e-3, rows[rt]  # the same fp32 model, other kernels
         assert rows[rt]["latency"]["ms"]["median"] > 0  # batch 1 too: the exports' batch is dynamic
+    int8 = rows["onnxruntime-int8"]  # calibrated on the benchmark's input: int8 rounding, not noise
+    assert 1e-4 < int8["max_abs_logit_diff"] < 0.1 and int8["latency"]["ms"]["median"] > 0, int8
 
 
 @pytest.mark.parametrize(

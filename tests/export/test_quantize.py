@@ -104,3 +104,44 @@ def test_reduce_range_only_on_x86_without_vnni(monkeypatch):
     ]:
         monkeypatch.setattr(quantize, "cpu_flags", lambda flags=flags: flags)
         assert quantize.needs_reduce_range() is expected, flags
+
+
+# ------------------------------------------------------------------------------- onnxruntime static int8 (QDQ ONNX)
+
+
+def _has_onnx_stack() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
+
+
+@pytest.mark.skipif(not _has_onnx_stack(), reason="needs litvit[deploy] (onnx, onnxscript, onnxruntime)")
+def test_onnx_int8_agrees_with_fp32_and_keeps_deform_conv_fp32(tiny, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from litvit.export import export_onnx
+
+    model, transform, _ = tiny
+    fp32 = export_onnx(model, tmp_path / "m.onnx", 32, dynamic=False)
+    calibration = digits_batches(transform, "train", batch=16)[:2]
+    path = quantize.quantize_onnx_int8(fp32, tmp_path / "m.int8.onnx", calibration)
+    assert path == tmp_path / "m.int8.onnx" and sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.onnx"]
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "DeformConv" in ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+
+    for batches in (digits_batches(transform, "val", batch=16)[:3], photo_batches(transform, 16, batch=8)):
+        res = agreement(model, run, batches)
+        assert res["top1_agreement"] >= MIN_AGREEMENT, res
+        assert 0 < res["max_abs_logit_diff"] <= MAX_REL_DIFF * res["max_abs_logit"], res
+
+
+def test_onnx_int8_calibration_needs_images(tmp_path):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ExportError, match="at least one batch"):
+        quantize.quantize_onnx_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", [])
+    assert not (tmp_path / "q.onnx").exists()

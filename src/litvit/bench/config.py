@@ -18,10 +18,10 @@ DEFAULT_MODELS = tuple(v.name for v in VARIANTS if v.bench) + PEERS
 DEFAULT_REFERENCE = "swin_tiny_patch4_window7_224"
 
 # Inference runtimes of the model benchmark (litvit.bench.runtimes): PyTorch eager, torch.compile (`frozen`: with
-# inductor's weight freezing, inference only), ONNX Runtime,
-# an AOTInductor package, static int8 (PT2E + inductor). `RUNTIME+bf16` runs that one under bf16 autocast whatever
+# inductor's weight freezing, inference only), ONNX Runtime, an AOTInductor package, static int8 (PT2E + inductor),
+# static int8 ONNX (onnxruntime's quantiser) in ONNX Runtime. `RUNTIME+bf16` runs that one under bf16 autocast whatever
 # --dtype says (int8+bf16: the layers left un-quantised in bf16), so fp32 and bf16 rows share one interleaved run.
-RUNTIMES = ("eager", "compile", "frozen", "onnxruntime", "aoti", "int8")
+RUNTIMES = ("eager", "compile", "frozen", "onnxruntime", "aoti", "int8", "onnxruntime-int8")
 LOW_PRECISION = ("bf16",)
 
 

@@ -30,11 +30,12 @@ Batches = List[torch.Tensor]
 # runtime -> the modules it imports (checked up front)
 NEEDS: Dict[str, Tuple[str, ...]] = {
     "onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
+    "onnxruntime-int8": ("onnx", "onnxscript", "onnxruntime"),
     "int8": (),  # torch.ao (torch <= 2.9) or torchao: checked by quantize.pt2e_api
 }
 COMPILING = ("compile", "frozen", "aoti", "int8")  # need a C/C++ compiler on the CPU
-CPU_ONLY = ("onnxruntime", "int8")
-FP32_ONLY = ("onnxruntime", "aoti")  # exported graphs: their precision is fixed at export
+CPU_ONLY = ("onnxruntime", "onnxruntime-int8", "int8")
+FP32_ONLY = ("onnxruntime", "onnxruntime-int8", "aoti")  # exported graphs: their precision is fixed at export
 
 
 def check_runtime(
@@ -76,15 +77,20 @@ class Runtime(nn.Module):
         return self.fn(x)
 
 
-def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Runtime:
+def _onnxruntime(model: nn.Module, x: torch.Tensor, calibration: Optional[Batches] = None) -> Runtime:
     """litvit.export's ONNX graph (height and width fixed at the benchmark's, batch dynamic) in an ONNX Runtime
-    CPU session with all graph optimisations and torch's thread count."""
+    CPU session with all graph optimisations and torch's thread count; with `calibration` (image batches), that
+    graph quantised to static int8 by onnxruntime (`export.quantize.quantize_onnx_int8`)."""
     import onnxruntime as ort
 
     from ..export import export_onnx
 
     tmp = tempfile.TemporaryDirectory(prefix="litvit-bench-onnx-")
     path = export_onnx(model, Path(tmp.name) / "model.onnx", example_size=tuple(x.shape[-2:]), dynamic=False)
+    if calibration is not None:
+        from ..export.quantize import quantize_onnx_int8
+
+        path = quantize_onnx_int8(path, path.with_name("model.int8.onnx"), calibration)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.inter_op_num_threads = 1
@@ -95,7 +101,7 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Runtime:
     def run(images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: images.numpy()})[0])
 
-    return Runtime(run, "onnxruntime", keep=(tmp, session))
+    return Runtime(run, "onnxruntime" if calibration is None else "onnxruntime-int8", keep=(tmp, session))
 
 
 def _aoti(model: nn.Module, x: torch.Tensor) -> Runtime:
@@ -147,6 +153,8 @@ def build_runtime(
             module = _frozen(model)
         elif runtime == "onnxruntime":
             module = _onnxruntime(model, x)
+        elif runtime == "onnxruntime-int8":  # calibrated as int8 is (see _int8)
+            module = _onnxruntime(model, x, calibration or [x])
         elif runtime == "aoti":
             module = _aoti(model, x)
         elif runtime == "int8":

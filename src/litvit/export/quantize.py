@@ -1,6 +1,6 @@
 """Static int8 for CPU inference: PT2E quantisation with the x86 inductor quantizer, calibrated on images, then
 `torch.compile` (inductor lowers the quantize / dequantize pairs to oneDNN int8 kernels; AMX / VNNI where the CPU
-has them).
+has them). For ONNX Runtime, `quantize_onnx_int8` does the same to an exported ONNX file.
 
     qmodel = quantize_int8(model, calibration_batches)   # exported, observed, converted (reference int8 graph)
     fast = compile_int8(qmodel)                          # the fast one: torch.compile with weight freezing
@@ -19,16 +19,18 @@ it imports (torchao 0.18 needs a recent torch: with torch 2.6 its import fails),
 
 import contextlib
 import importlib
+import os
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterable, List, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch import nn
 
 from ..cpu import cpu_flags
 from ..errors import ExportError
-from .program import _tracing
+from .program import _tracing, write_atomically
 
 INSTALL = "pip install 'litvit[deploy]'"
 MAX_BATCH = 4096  # the largest batch a quantised graph accepts
@@ -166,3 +168,76 @@ def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callab
     The first call of each input shape compiles (tens of seconds on two cores)."""
     check_compilable()
     return compile_frozen(qmodel, amp)
+
+
+ONNX_INT8_OPS = ("MatMul", "Gemm", "Conv")  # with a constant weight: the int8 layers, as PT2E's
+
+
+def _weight_layers(model: Any) -> List[str]:
+    """Names of the ONNX nodes to quantise: linears and convolutions (ONNX_INT8_OPS with a constant weight) except
+    the classifier, the node that writes a graph output.
+
+    The attention products (MatMul of two activations, 28 in LITv2-S) stay fp32 as in PT2E. So does the classifier:
+    on a random tiny LITv2 its int8 alone put the logits 17% of their range off (the rest: 5%), and it is one small
+    GEMM per image."""
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    outputs = {o.name for o in graph.output}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type in ONNX_INT8_OPS
+        and len(n.input) > 1
+        and n.input[1] in constants
+        and not outputs.intersection(n.output)
+    ]
+
+
+def quantize_onnx_int8(
+    src: Union[str, os.PathLike], dst: Union[str, os.PathLike], calibration: Iterable[torch.Tensor]
+) -> Path:
+    """Static int8 of an exported ONNX model (`export_onnx`) by onnxruntime's quantiser, calibrated on image
+    batches (the model's normalised input); returns `dst`, written atomically.
+
+    QDQ format (QuantizeLinear / DequantizeLinear pairs that onnxruntime fuses into int8 kernels), weights s8 per
+    output channel, activations u8 from min / max calibration; 7-bit activations on x86 CPUs without VNNI (see
+    `needs_reduce_range`). It quantises the linears and convolutions but the classifier (`_weight_layers`);
+    attention, normalisation, GELU and DTM's DeformConv stay fp32. onnxruntime's
+    pre-processing (symbolic shape inference) is skipped: it has no rule for DeformConv.
+    """
+    from .onnx import require
+
+    require("onnx", "onnxruntime")
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    batches = [b.detach().cpu().float().numpy() for b in calibration]
+    if not batches:
+        raise ExportError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
+    graph = onnx.load(str(src))
+    name, layers = graph.graph.input[0].name, _weight_layers(graph)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(batches)
+
+        def get_next(self) -> Optional[Dict[str, Any]]:
+            batch = next(self.left, None)
+            return None if batch is None else {name: batch}
+
+    def write(path: Path) -> None:
+        quantize_static(
+            str(src),
+            str(path),
+            Batches(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(ONNX_INT8_OPS),
+            nodes_to_quantize=layers,
+            per_channel=True,
+            reduce_range=needs_reduce_range(),
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+
+    return write_atomically(dst, write, ".onnx")
