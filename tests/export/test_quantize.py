@@ -140,8 +140,14 @@ def test_onnx_int8_agrees_with_fp32_and_keeps_deform_conv_fp32(tiny, tmp_path):
         assert 0 < res["max_abs_logit_diff"] <= MAX_REL_DIFF * res["max_abs_logit"], res
 
 
-def test_onnx_int8_calibration_needs_images(tmp_path):
+def test_onnx_int8_bad_input_is_one_line(tmp_path):
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
     with pytest.raises(ExportError, match="at least one batch"):
         quantize.quantize_onnx_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", [])
+    (tmp_path / "bad.onnx").write_bytes(b"not a protobuf at all")
+    for src in (tmp_path / "missing.onnx", tmp_path / "bad.onnx"):
+        with pytest.raises(ExportError, match="is not a readable ONNX file") as info:
+            quantize.quantize_onnx_int8(src, tmp_path / "q.onnx", [torch.zeros(1, 3, 32, 32)])
+        assert "\n" not in str(info.value) and str(src) in str(info.value)
     assert not (tmp_path / "q.onnx").exists()

@@ -491,6 +491,6 @@ def test_small_window_path_bf16_autocast_close_to_fp32():
         ref = m(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = m(x)
-    assert out.shape == ref.shape
+    assert out.shape == ref.shape and out.dtype == torch.bfloat16
     rel = ((out.float() - ref).abs().max() / ref.abs().max()).item()
     assert rel < 3e-2

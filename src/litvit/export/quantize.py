@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..cpu import cpu_flags
-from ..errors import ExportError
+from ..errors import ExportError, one_line
 from .program import _tracing, write_atomically
 
 INSTALL = "pip install 'litvit[deploy]'"
@@ -215,7 +215,10 @@ def quantize_onnx_int8(
     batches = [b.detach().cpu().float().numpy() for b in calibration]
     if not batches:
         raise ExportError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
-    graph = onnx.load(str(src))
+    try:
+        graph = onnx.load(str(src))
+    except Exception as e:  # noqa: BLE001  (missing file, or not an ONNX protobuf)
+        raise ExportError(f"{src} is not a readable ONNX file ({one_line(e)}): export one with litvit export") from None
     name, layers = graph.graph.input[0].name, _weight_layers(graph)
 
     class Batches(CalibrationDataReader):
