@@ -38,11 +38,17 @@ needs_torchao = pytest.mark.skipif(not _compilable(), reason="compiled int8: tor
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    """litv2_nano at 32 px (HiLo, deformable token merging, ConvFFN), its digits eval transform, and its int8."""
+def tiny_fp32():
+    """litv2_nano at 32 px (HiLo, deformable token merging, ConvFFN) and its digits eval transform."""
     torch.manual_seed(0)
     model = timm.create_model("litv2_nano", img_size=32, num_classes=10).eval()
-    transform = eval_transform(data_config(model, img_size=32))
+    return model, eval_transform(data_config(model, img_size=32))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_fp32):
+    """`tiny_fp32` and its PT2E int8."""
+    model, transform = tiny_fp32
     calibration = digits_batches(transform, "train", batch=16)[:2]
     return model, transform, quantize.quantize_int8(model, calibration)
 
@@ -116,13 +122,13 @@ def _has_onnx_stack() -> bool:
 
 
 @pytest.mark.skipif(not _has_onnx_stack(), reason="needs litvit[deploy] (onnx, onnxscript, onnxruntime)")
-def test_onnx_int8_agrees_with_fp32_and_keeps_deform_conv_fp32(tiny, tmp_path):
+def test_onnx_int8_agrees_with_fp32_and_keeps_deform_conv_fp32(tiny_fp32, tmp_path):
     import onnx
     import onnxruntime as ort
 
     from litvit.export import export_onnx
 
-    model, transform, _ = tiny
+    model, transform = tiny_fp32
     fp32 = export_onnx(model, tmp_path / "m.onnx", 32, dynamic=False)
     calibration = digits_batches(transform, "train", batch=16)[:2]
     path = quantize.quantize_onnx_int8(fp32, tmp_path / "m.int8.onnx", calibration)
