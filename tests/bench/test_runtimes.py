@@ -9,12 +9,14 @@ import torch
 from timm.models import register_model
 from torch import nn
 
+import litvit.export.quantize as quantize
 from litvit.bench.cli import main
 from litvit.errors import ExportError
 from litvit.export.quantize import check_compilable
 
 TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--quiet", "--no-memory"]
 ONE_ROUND = ["--warmup", "0", "--rounds", "1", "--repeats", "1"]
+OLD_TORCH = quantize._torch_before(2, 7)  # onnxruntime-int8 refused (export.quantize.check_onnx_int8)
 
 
 class TinyNet(nn.Module):
@@ -77,17 +79,19 @@ def test_int8_row(tmp_path):
     any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")), reason="litvit[deploy]"
 )
 def test_exported_runtimes_rows(tmp_path):
-    """onnxruntime (fp32, and int8 quantised by onnxruntime) and AOTInductor run litvit.export's graphs (litvit
-    models only): a tiny LITv2 at 32 px."""
+    """onnxruntime (fp32, and int8 quantised by onnxruntime where torch >= 2.7 exports the graph) and AOTInductor run
+    litvit.export's graphs (litvit models only): a tiny LITv2 at 32 px."""
     out = tmp_path / "out"
-    argv = ["litv2_nano", "--runtime", "onnxruntime", "aoti", "onnxruntime-int8", *TINY, *ONE_ROUND, "--out", str(out)]
+    runtimes = ["onnxruntime", "aoti"] + ([] if OLD_TORCH else ["onnxruntime-int8"])
+    argv = ["litv2_nano", "--runtime", *runtimes, *TINY, *ONE_ROUND, "--out", str(out)]
     assert main(argv) == 0
     rows = {r["runtime"]: r for r in json.loads((out / "results.json").read_text())["results"]}
     for rt in ("onnxruntime", "aoti"):
         assert rows[rt]["max_abs_logit_diff"] < 1e-3, rows[rt]  # the same fp32 model, other kernels
         assert rows[rt]["latency"]["ms"]["median"] > 0  # batch 1 too: the exports' batch is dynamic
-    int8 = rows["onnxruntime-int8"]  # calibrated on the benchmark's input: int8 rounding, not noise
-    assert 1e-4 < int8["max_abs_logit_diff"] < 0.1 and int8["latency"]["ms"]["median"] > 0, int8
+    if not OLD_TORCH:
+        int8 = rows["onnxruntime-int8"]  # calibrated on the benchmark's input: int8 rounding, not noise
+        assert 1e-4 < int8["max_abs_logit_diff"] < 0.1 and int8["latency"]["ms"]["median"] > 0, int8
 
 
 @pytest.mark.parametrize(
@@ -109,6 +113,13 @@ def test_bad_runtime_is_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("litvit bench: ") and message in err[0], err
     assert not (tmp_path / "never").exists()
+
+
+def test_onnxruntime_int8_refused_up_front_before_torch_2_7(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(quantize, "_torch_before", lambda major, minor: True)
+    assert main(["litv2_nano", "--runtime", "onnxruntime-int8", "--quiet", "--out", str(tmp_path / "never")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "onnxruntime int8 needs torch >= 2.7" in line and not (tmp_path / "never").exists()
 
 
 def test_int8_bf16_refused_for_litvit_models(capsys, tmp_path):

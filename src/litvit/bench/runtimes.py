@@ -63,6 +63,10 @@ def check_runtime(
         from ..export.quantize import check_compilable
 
         check_compilable()  # ExportError naming the extra without torchao's PT2E
+    if rt == "onnxruntime-int8":
+        from ..export.quantize import check_onnx_int8
+
+        check_onnx_int8()  # ExportError naming the torch it needs
 
 
 class Runtime(nn.Module):

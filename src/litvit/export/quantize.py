@@ -173,6 +173,21 @@ def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callab
 ONNX_INT8_OPS = ("MatMul", "Gemm", "Conv")  # with a constant weight: the int8 layers, as PT2E's
 
 
+def _torch_before(major: int, minor: int) -> bool:
+    return tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (major, minor)
+
+
+def check_onnx_int8() -> None:
+    """onnxruntime's quantiser needs the ONNX graph of torch >= 2.7's exporter: on torch 2.6's (its attention
+    decomposed with shape arithmetic) onnxruntime's calibration run fails ("Shape mismatch attempting to re-use
+    buffer" at a Concat; onnxruntime 1.25), while torch 2.14's graph quantises with onnxruntime 1.25 and 1.32."""
+    if _torch_before(2, 7):
+        raise ExportError(
+            f"onnxruntime int8 needs torch >= 2.7's ONNX exporter (onnxruntime cannot calibrate torch "
+            f"{torch.__version__}'s graph of the attention): upgrade torch, or use --runtime int8"
+        )
+
+
 def _weight_layers(model: Any) -> List[str]:
     """Names of the ONNX nodes to quantise: linears and convolutions (ONNX_INT8_OPS with a constant weight) except
     the classifier, the node that writes a graph output.
@@ -212,6 +227,7 @@ def quantize_onnx_int8(
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+    check_onnx_int8()
     batches = [b.detach().cpu().float().numpy() for b in calibration]
     if not batches:
         raise ExportError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
