@@ -196,6 +196,11 @@ def barrier() -> None:
         dist.barrier()
 
 
+def torch_older_than(major: int, minor: int) -> bool:
+    """The installed torch is older than major.minor (local version tags such as +cu130 ignored)."""
+    return tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < (major, minor)
+
+
 def cleanup() -> None:
     """Leave the process group together: with torch 2.6's gloo a rank could hang in destroy_process_group when the
     other ranks had already left (seen as 1 hang in 6 two-process `litvit eval` runs, and once more after a barrier
@@ -203,6 +208,6 @@ def cleanup() -> None:
     if dist.is_initialized():
         if dist.get_world_size() > 1:
             dist.barrier()
-            if dist.get_backend() == "gloo" and tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 7):
+            if dist.get_backend() == "gloo" and torch_older_than(2, 7):
                 return
         dist.destroy_process_group()

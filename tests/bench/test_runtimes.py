@@ -13,10 +13,11 @@ import litvit.export.quantize as quantize
 from litvit.bench.cli import main
 from litvit.errors import ExportError
 from litvit.export.quantize import check_compilable
+from litvit.runtime import torch_older_than
 
 TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--quiet", "--no-memory"]
 ONE_ROUND = ["--warmup", "0", "--rounds", "1", "--repeats", "1"]
-OLD_TORCH = quantize._torch_before(2, 7)  # onnxruntime-int8 refused (export.quantize.check_onnx_int8)
+OLD_TORCH = torch_older_than(2, 7)  # onnxruntime-int8 refused (export.quantize.check_onnx_int8)
 
 
 class TinyNet(nn.Module):
@@ -116,7 +117,7 @@ def test_bad_runtime_is_one_line(argv, message, capsys, tmp_path):
 
 
 def test_onnxruntime_int8_refused_up_front_before_torch_2_7(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(quantize, "_torch_before", lambda major, minor: True)
+    monkeypatch.setattr(quantize, "torch_older_than", lambda major, minor: True)
     assert main(["litv2_nano", "--runtime", "onnxruntime-int8", "--quiet", "--out", str(tmp_path / "never")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "onnxruntime int8 needs torch >= 2.7" in line and not (tmp_path / "never").exists()

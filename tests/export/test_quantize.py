@@ -11,6 +11,7 @@ import litvit.export.quantize as quantize
 from litvit.bench.agreement import agreement, digits_batches, photo_batches
 from litvit.data.transforms import data_config, eval_transform
 from litvit.errors import ExportError
+from litvit.runtime import torch_older_than
 
 # The bound this test holds a random-weight tiny LITv2 to (the trained digits model does far better:
 # docs/deploy.md): the top-1 of >= 90% of the held-out images, and logits within 10% of their largest magnitude.
@@ -121,7 +122,7 @@ def _has_onnx_stack() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
 
 
-OLD_TORCH = quantize._torch_before(2, 7)  # torch 2.6's ONNX graph: onnxruntime cannot calibrate it
+OLD_TORCH = torch_older_than(2, 7)  # torch 2.6's ONNX graph: onnxruntime cannot calibrate it
 
 
 @pytest.mark.skipif(not _has_onnx_stack(), reason="needs litvit[deploy] (onnx, onnxscript, onnxruntime)")
@@ -151,7 +152,7 @@ def test_onnx_int8_agrees_with_fp32_and_keeps_deform_conv_fp32(tiny_fp32, tmp_pa
 
 
 def test_onnx_int8_refused_before_torch_2_7(monkeypatch, tmp_path):
-    monkeypatch.setattr(quantize, "_torch_before", lambda major, minor: True)
+    monkeypatch.setattr(quantize, "torch_older_than", lambda major, minor: True)
     with pytest.raises(ExportError, match=r"needs torch >= 2.7's ONNX exporter.*use --runtime int8"):
         quantize.quantize_onnx_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", [torch.zeros(1, 3, 32, 32)])
     assert not (tmp_path / "q.onnx").exists()

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..cpu import cpu_flags
 from ..errors import ExportError, one_line
+from ..runtime import torch_older_than
 from .program import _tracing, write_atomically
 
 INSTALL = "pip install 'litvit[deploy]'"
@@ -113,13 +114,19 @@ def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
             return export(model, (example,)).module()
 
 
+def _calibration_batches(calibration: Iterable[torch.Tensor]) -> List[torch.Tensor]:
+    """The calibration image batches as a list, or one ExportError line when there are none."""
+    batches = list(calibration)
+    if not batches:
+        raise ExportError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
+    return batches
+
+
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
     """Static int8 of `model` (eval mode, fp32, on the CPU): export, observe `calibration` (image batches, the
     model's normalised input), convert. The result runs the reference int8 graph (slow: fake quantised fp32);
     `compile_int8` makes it fast."""
-    batches: List[torch.Tensor] = list(calibration)
-    if not batches:
-        raise ExportError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
+    batches = _calibration_batches(calibration)
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ExportError("int8 PT2E quantisation runs on the CPU: move the model there first (model.cpu())")
     api = pt2e_api()
@@ -173,15 +180,11 @@ def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callab
 ONNX_INT8_OPS = ("MatMul", "Gemm", "Conv")  # with a constant weight: the int8 layers, as PT2E's
 
 
-def _torch_before(major: int, minor: int) -> bool:
-    return tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (major, minor)
-
-
 def check_onnx_int8() -> None:
     """onnxruntime's quantiser needs the ONNX graph of torch >= 2.7's exporter: on torch 2.6's (its attention
     decomposed with shape arithmetic) onnxruntime's calibration run fails ("Shape mismatch attempting to re-use
     buffer" at a Concat; onnxruntime 1.25), while torch 2.14's graph quantises with onnxruntime 1.25 and 1.32."""
-    if _torch_before(2, 7):
+    if torch_older_than(2, 7):
         raise ExportError(
             f"onnxruntime int8 needs torch >= 2.7's ONNX exporter (onnxruntime cannot calibrate torch "
             f"{torch.__version__}'s graph of the attention): upgrade torch, or use --runtime int8"
@@ -228,9 +231,7 @@ def quantize_onnx_int8(
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     check_onnx_int8()
-    batches = [b.detach().cpu().float().numpy() for b in calibration]
-    if not batches:
-        raise ExportError("int8 calibration needs at least one batch of images: pass a few (e.g. 32 images)")
+    batches = [b.detach().cpu().float().numpy() for b in _calibration_batches(calibration)]
     try:
         graph = onnx.load(str(src))
     except Exception as e:  # noqa: BLE001  (missing file, or not an ONNX protobuf)
