@@ -138,8 +138,13 @@ def test_onnx_int8_agrees_with_fp32_and_keeps_deform_conv_fp32(tiny_fp32, tmp_pa
     calibration = digits_batches(transform, "train", batch=16)[:2]
     path = quantize.quantize_onnx_int8(fp32, tmp_path / "m.int8.onnx", calibration)
     assert path == tmp_path / "m.int8.onnx" and sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.onnx"]
-    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    graph = onnx.load(str(path)).graph
+    ops = [n.op_type for n in graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "DeformConv" in ops
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    ffn_convs = [n for n in convs if ".mlp." in n.input[1]]
+    assert ffn_convs and all(n.input[1] in dequantized for n in ffn_convs)  # the FFN's 1x1 / depthwise kernels: s8
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> torch.Tensor:

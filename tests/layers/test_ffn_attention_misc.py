@@ -57,6 +57,22 @@ def test_dwconvmlp_matches_official_token_formulation(size):
     assert (out.reshape(2, H * W, 8) - ref).abs().max() <= 1e-6
 
 
+@pytest.mark.parametrize("size", [(4, 4), (3, 5), (1, 1)])
+def test_dwconvmlp_as_convolutions_matches_official_token_formulation(size):
+    """The graph the ONNX export traces (fc1 / fc2 as 1x1 convolutions) computes the same FFN, with gradients."""
+    H, W = size
+    torch.manual_seed(0)
+    m = _randomize(DWConvMlp(8, 32)).eval()
+    m.pointwise_as_conv = True
+    x = torch.randn(2, H, W, 8, requires_grad=True)
+    out = m(x)
+    ref = dwmlp_official(m, x.reshape(2, H * W, 8), H, W)
+    assert out.shape == (2, H, W, 8)
+    assert (out.reshape(2, H * W, 8) - ref).abs().max() <= 1e-6
+    out.sum().backward()
+    assert m.fc1.weight.grad is not None and m.fc1.weight.grad.abs().sum() > 0
+
+
 def test_dwconvmlp_conv_is_spatial():
     """The depthwise conv mixes neighbours: changing one token changes its 3x3 neighbourhood and nothing else."""
     torch.manual_seed(1)

@@ -5,6 +5,7 @@ ONNX's own `DeformConv` (TensorRT reads it natively; onnxruntime has a CPU kerne
 `torchvision::deform_conv2d` is litvit's own, so every supported torch / onnxscript writes the same graph.
 """
 
+import collections
 import importlib
 import os
 from pathlib import Path
@@ -90,6 +91,48 @@ def _without_runtime_checks(program: Any) -> Any:
     return program
 
 
+def _fold_weight_unsqueezes(path: Path) -> None:
+    """Rewrite the ONNX file at `path` with each Unsqueeze of an initializer (by constant axes, its only user)
+    replaced by the unsqueezed initializer: LITv2's FFN weights as 1x1 conv kernels (`DWConvMlp`).
+
+    Why: the exporter leaves `Unsqueeze(fc1.weight)` in front of the Conv. ONNX Runtime folds it when it loads a
+    session, but its quantiser (`quantize_onnx_int8`) only quantises a layer whose weight is an initializer, and
+    other runtimes read a constant kernel more easily than a computed one."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    users = collections.Counter(name for node in graph.node for name in node.input)
+    folded = [
+        n
+        for n in graph.node
+        if n.op_type == "Unsqueeze"
+        and len(n.input) == 2
+        and all(i in inits for i in n.input)
+        and users[n.input[0]] == 1
+    ]
+    renamed = {}
+    for node in folded:  # the kernel keeps the weight's name (e.g. layers.0.blocks.0.mlp.fc1.weight)
+        weight, axes = (numpy_helper.to_array(inits[i]) for i in node.input)
+        graph.initializer.remove(inits.pop(node.input[0]))
+        graph.initializer.append(numpy_helper.from_array(np.expand_dims(weight, tuple(axes.tolist())), node.input[0]))
+        renamed[node.output[0]] = node.input[0]
+        graph.node.remove(node)
+    for node in graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+    stale = set(renamed) | set(renamed.values())  # shapes recorded for the 2-D weight and the Unsqueeze output
+    for info in [v for v in graph.value_info if v.name in stale]:
+        graph.value_info.remove(info)
+    still_used = {name for node in graph.node for name in node.input}
+    for axes in {n.input[1] for n in folded} - still_used:
+        graph.initializer.remove(inits.pop(axes))
+    if folded:
+        onnx.save(model, str(path))
+
+
 def _has_resized_tables(model: nn.Module) -> bool:
     """LIT's relative-position tables or LIT-Ti's position embeddings: resized to the map size inside the graph."""
     return hasattr(model, "pos_embed1") or any(isinstance(m, RelPosAttention) for m in model.modules())
@@ -111,7 +154,8 @@ def export_onnx(
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportError(f"opset {opset!r} has no DeformConv: pass --opset {MIN_OPSET} or more")
     check_writable(path)
-    program = _without_runtime_checks(trace(model, example_size, dynamic))
+    # LITv2's FFNs as convolutions: ONNX Runtime keeps a chain of convolutions in its blocked layout (DWConvMlp)
+    program = _without_runtime_checks(trace(model, example_size, dynamic, pointwise_as_conv=True))
     import torchvision  # noqa: F401 - registers torch.ops.torchvision
 
     try:
@@ -138,4 +182,9 @@ def export_onnx(
         # torch 2.6 writes every graph at opset 18 whatever is asked. Opset 19 changed none of the operators such a
         # graph uses but by adding types or modes, so the graph means the same at 19, where DeformConv exists.
         opsets[""] = MIN_OPSET
-    return write_atomically(path, lambda p: onnx_program.save(str(p)), ".onnx")
+
+    def write(p: Path) -> None:
+        onnx_program.save(str(p))
+        _fold_weight_unsqueezes(p)
+
+    return write_atomically(path, write, ".onnx")

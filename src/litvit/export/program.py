@@ -74,25 +74,32 @@ def _never(*args: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _tracing(model: nn.Module) -> Iterator[None]:
+def _tracing(model: nn.Module, pointwise_as_conv: bool = False) -> Iterator[None]:
     """Eval mode, and the plain path of layers that have an inference-only fused CPU kernel (`_fusable`: oneDNN
-    conv + GELU in LITv2's FFN), which no exporter can translate. Both restored afterwards."""
+    conv + GELU in LITv2's FFN), which no exporter can translate; with `pointwise_as_conv`, LITv2's FFNs written as
+    convolutions (`DWConvMlp._forward_as_convs`). All restored afterwards."""
     was_training = model.training
     fusable = [m for m in model.modules() if hasattr(type(m), "_fusable")]
+    as_conv = [m for m in model.modules() if hasattr(type(m), "pointwise_as_conv")] if pointwise_as_conv else []
     model.eval()
     try:
         for m in fusable:
             m._fusable = _never
+        for m in as_conv:
+            m.pointwise_as_conv = True
         yield
     finally:
         for m in fusable:
             del m._fusable
+        for m in as_conv:
+            del m.pointwise_as_conv
         model.train(was_training)
 
 
-def trace(model: nn.Module, example_size: Size = None, dynamic: bool = True) -> Any:
+def trace(model: nn.Module, example_size: Size = None, dynamic: bool = True, pointwise_as_conv: bool = False) -> Any:
     """`torch.export.ExportedProgram` of `model` (eval mode): dynamic batch, and dynamic height / width in
-    [dynamic_min, inf) unless `dynamic` is False (then height and width are fixed at `example_size`)."""
+    [dynamic_min, inf) unless `dynamic` is False (then height and width are fixed at `example_size`).
+    `pointwise_as_conv`: LITv2's FFNs as three convolutions (the ONNX export's graph; the same arithmetic)."""
     limits = size_limits(model)
     x = example_input(model, example_size)
     if dynamic and min(x.shape[-2:]) < limits.dynamic_min:
@@ -104,7 +111,7 @@ def trace(model: nn.Module, example_size: Size = None, dynamic: bool = True) -> 
     shapes = {0: Dim("batch", min=1)}
     if dynamic:
         shapes.update({2: Dim("height", min=limits.dynamic_min), 3: Dim("width", min=limits.dynamic_min)})
-    with _tracing(model):
+    with _tracing(model, pointwise_as_conv):
         return _export(model, (x,), (shapes,))
 
 

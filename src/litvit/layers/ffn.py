@@ -4,6 +4,7 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from timm.layers import Mlp as _TimmMlp
 from torch import nn
 
@@ -54,6 +55,9 @@ class DWConvMlp(nn.Module):
     The conv sits between fc1 and the activation with no residual or norm around it; that placement is what gives
     the attention-free early stages their local mixing (and what makes LITv2 need no position embedding).
     """
+
+    # True while litvit.export.onnx traces the model: the same FFN written as three convolutions (`_forward_as_convs`)
+    pointwise_as_conv = False
 
     def __init__(
         self,
@@ -108,9 +112,24 @@ class DWConvMlp(nn.Module):
         )
         return y.permute(0, 2, 3, 1)  # channels_last (B, C, H, W) -> contiguous (B, H, W, C)
 
+    def _forward_as_convs(self, x: torch.Tensor) -> torch.Tensor:
+        """fc1 and fc2 as 1x1 convolutions on the NCHW view: the same arithmetic, as the graph the ONNX export writes.
+
+        Why: ONNX Runtime's CPU provider runs convolutions in a blocked channels layout (NCHWc) and converts a map into
+        it and back around each run of convolutions. As MatMul -> depthwise Conv -> MatMul, the 4x wider hidden map is
+        converted twice per FFN; as three Convs, only the narrow input and output are. On LITv2-S (batch 16, 224, 2
+        threads, an AMX Xeon) that made ONNX Runtime 1.38x faster (CPU time 1.65 -> 1.20 s per batch; eager 1.39 s)."""
+        x = x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W), a view
+        x = F.conv2d(x, self.fc1.weight[:, :, None, None], self.fc1.bias)  # (B, hidden, H, W)
+        x = self.drop1(self.act(self.dwconv.dwconv(x)))
+        x = F.conv2d(x, self.fc2.weight[:, :, None, None], self.fc2.bias)  # (B, C, H, W)
+        return self.drop2(x.permute(0, 2, 3, 1))  # (B, C, H, W) -> (B, H, W, C)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) map -> (B, H, W, C)."""
         check_map(x, self.in_features, "DWConvMlp input")
+        if self.pointwise_as_conv:
+            return self._forward_as_convs(x)
         x = self.fc1(x)
         if not torch.jit.is_scripting() and self._fusable(x):
             x = self._dwconv_gelu_fused(x)
