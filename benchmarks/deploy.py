@@ -115,9 +115,12 @@ def _ratio(d: Any) -> str:
 
 
 def table(record: Dict[str, Any], acc: Dict[str, Dict[str, Any]]) -> str:
+    from litvit.bench.report import steal_lines
+
     m, c = record["machine"], record["config"]
     lines = [
         f"CPU: {m['cpu']} ({m['cores']} cores), {m['threads']} threads; torch {m['torch']}; {m['date']}",
+        *steal_lines(m),
         "",
         f"LITv2-S at 224, random weights: img/s at batch {c['batch_size']} and batch-1 latency (medians of "
         f"{c['rounds']} interleaved rounds; ratios: medians of per-round ratios). Accuracy: the digits model "

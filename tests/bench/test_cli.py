@@ -32,8 +32,10 @@ def test_quick_models_run_writes_table_json_plot(tmp_path, capsys):
 
     assert record["kind"] == "models"
     m = record["machine"]
-    for k in ("cpu", "cores", "torch", "timm", "threads", "date", "command", "load_average_start"):
+    for k in ("cpu", "cores", "torch", "timm", "threads", "date", "command", "load_average_start", "steal_share"):
         assert k in m
+    if m["steal_share"] is not None:  # Linux: the share of CPU time stolen by the hypervisor, in the header too
+        assert 0 <= m["steal_share"] <= 1 and "stolen by the hypervisor" in table
     assert m["threads"] == 1 and "--quick" in m["command"]
     cfg = record["config"]
     assert (cfg["batch_size"], cfg["img_size"], cfg["rounds"], cfg["repeats"], cfg["reference"]) == (

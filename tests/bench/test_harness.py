@@ -2,8 +2,10 @@
 
 import pytest
 
+from litvit.bench import machine
 from litvit.bench.config import parse_sizes
 from litvit.bench.machine import command_line
+from litvit.bench.report import steal_lines
 from litvit.bench.timing import interleave, matmul_record, rate_summary, round_order, summarize
 from litvit.errors import BenchError
 
@@ -135,3 +137,23 @@ def test_train_macs_count_grouped_conv_backward_as_twice_the_forward():
         with FlopCounterMode(display=False) as step:
             conv(x).sum().backward()
         assert counted_flops(step) == 3 * fwd.get_total_flops()
+
+
+def test_steal_share_from_two_proc_stat_readings(tmp_path):
+    """/proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice (guest time is
+    already inside user / nice, so it is not added to the total)."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 20 800 0 0 0 80 50 0\ncpu0 1 2 3\n")
+    start = machine.cpu_ticks(str(stat))
+    assert start == (80, 1000)
+    stat.write_text("cpu  300 0 40 900 0 0 0 240 0 0\n")
+    assert machine.steal_share(start, machine.cpu_ticks(str(stat))) == pytest.approx(160 / 480)
+    assert machine.steal_share(start, start) is None and machine.steal_share(None, start) is None
+    stat.write_text("not a stat file\n")
+    assert machine.cpu_ticks(str(stat)) is None and machine.cpu_ticks(str(tmp_path / "missing")) is None
+
+
+def test_report_warns_when_the_hypervisor_steals_time():
+    lines = steal_lines({"steal_share": 0.42})
+    assert "42.0%" in lines[0] and lines[1].startswith("**Warning: the hypervisor took 42%")
+    assert len(steal_lines({"steal_share": 0.01})) == 1 and steal_lines({"steal_share": None}) == []

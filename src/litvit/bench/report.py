@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import BenchError
+from .machine import STEAL_WARNING
 
 Row = Dict[str, Any]
 Column = Tuple[str, Callable[[Row], str]]
@@ -44,6 +45,20 @@ def _runtimes(c: Dict[str, Any]) -> str:
     return f"runtimes {' '.join(c['runtimes'])}" if "runtimes" in c else f"compile {c['compile']}"
 
 
+def steal_lines(machine: Dict[str, Any]) -> List[str]:
+    """The share of CPU time the hypervisor stole during the run, with a warning above STEAL_WARNING."""
+    share = machine.get("steal_share")
+    if share is None:
+        return []
+    lines = [f"CPU time stolen by the hypervisor during the run (other virtual machines): {share:.1%}"]
+    if share > STEAL_WARNING:
+        lines.append(
+            f"**Warning: the hypervisor took {share:.0%} of this machine's CPU time during the run: absolute timings "
+            "are slow and noisy; compare the per-round ratios, or rerun when it is quiet**"
+        )
+    return lines
+
+
 def header(record: Dict[str, Any]) -> List[str]:
     m, c, mm = record["machine"], record["config"], record["matmul"]
     dev = m.get("gpu") or f"{m['cpu']} ({m['cores']} cores)"
@@ -65,6 +80,7 @@ def header(record: Dict[str, Any]) -> List[str]:
     loads = [m.get("load_average_start"), m.get("load_average_end")]
     if all(loads):
         lines.append(f"1-min load average: {loads[0][0]:.2f} at the start, {loads[1][0]:.2f} at the end")
+    lines += steal_lines(m)
     if m.get("env"):
         lines.append("Environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items()))
     if m.get("busy_warning"):
