@@ -7,7 +7,7 @@
    latency at 224, one interleaved run: medians, and per-round ratios to LITv2-S eager fp32 and to Swin-T eager
    fp32). Record in OUT/speed/.
 2. Accuracy: every runtime of the same list on a trained model, against that model in eager fp32: top-1
-   agreement and max |logit difference| on the embedded digits' 360 held-out val images and on 64 crops / mirror
+   agreement and max |logit difference| on the embedded digits' 360 held-out val images and on 256 crops / mirror
    images of scikit-learn's two sample photos. The model is `litvit train`'s default run (litv2_nano on the
    digits' train split, 99% val top-1; trained here in a few minutes unless --digits-checkpoint names a best.pth).
    int8 and onnxruntime-int8 are calibrated on 64 digits train images and 32 other photo crops.
@@ -76,6 +76,11 @@ def digits_model(args: argparse.Namespace) -> Path:
     return run / "best.pth"
 
 
+# 256 crops: with 64, one changed image is 1.6%, more than the 1% the int8 target allows, so the set could not tell
+# 99% from 98.4%; the first 64 of the 256 are the crops earlier tables used.
+PHOTOS = 256
+
+
 def accuracy(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     import torch
 
@@ -92,7 +97,7 @@ def accuracy(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     c = info.get("config", {})
     size = c.get("img_size") or 32
     transform = eval_transform(data_config(model, size, c.get("crop_pct"), c.get("crop_mode"), c.get("interpolation")))
-    sets = {"digits": digits_batches(transform, "val", batch=40), "photos": photo_batches(transform, 64, batch=32)}
+    sets = {"digits": digits_batches(transform, "val", batch=40), "photos": photo_batches(transform, PHOTOS, batch=32)}
     calibration = digits_batches(transform, "train", batch=32)[:2] + photo_batches(transform, 32, batch=32, seed=1)
     out: Dict[str, Dict[str, Any]] = {}
     for rt in args.runtimes:
