@@ -106,6 +106,7 @@ def _fold_weight_unsqueezes(path: Path) -> None:
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     users = collections.Counter(name for node in graph.node for name in node.input)
+    outputs = {o.name for o in graph.output}
     folded = [
         n
         for n in graph.node
@@ -113,6 +114,7 @@ def _fold_weight_unsqueezes(path: Path) -> None:
         and len(n.input) == 2
         and all(i in inits for i in n.input)
         and users[n.input[0]] == 1
+        and n.output[0] not in outputs
     ]
     renamed = {}
     for node in folded:  # the kernel keeps the weight's name (e.g. layers.0.blocks.0.mlp.fc1.weight)
