@@ -112,6 +112,11 @@ class DWConvMlp(nn.Module):
         )
         return y.permute(0, 2, 3, 1)  # channels_last (B, C, H, W) -> contiguous (B, H, W, C)
 
+    @torch.jit.unused
+    def _as_convs(self) -> bool:
+        return self.pointwise_as_conv
+
+    @torch.jit.unused
     def _forward_as_convs(self, x: torch.Tensor) -> torch.Tensor:
         """fc1 and fc2 as 1x1 convolutions on the NCHW view: the same arithmetic, as the graph the ONNX export writes.
 
@@ -128,7 +133,7 @@ class DWConvMlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) map -> (B, H, W, C)."""
         check_map(x, self.in_features, "DWConvMlp input")
-        if self.pointwise_as_conv:
+        if not torch.jit.is_scripting() and self._as_convs():
             return self._forward_as_convs(x)
         x = self.fc1(x)
         if not torch.jit.is_scripting() and self._fusable(x):
