@@ -7,6 +7,7 @@ from litvit.errors import ExportError
 from litvit.export import export_onnx
 from litvit.export.check import check_export
 from litvit.export.program import trace
+from litvit.runtime import torch_older_than
 
 from .conftest import SIZES, tiny_model
 
@@ -20,7 +21,7 @@ FAMILIES = ("litv2", "lit", "lit_ti", "lit_backbone")
 # torch 2.6's ONNX exporter cannot decompose a bicubic / bilinear resize to a symbolic size ("SymIntArrayRef expected
 # to contain only concrete integers"): LIT's tables and LIT-Ti's embeddings export dynamically from a newer torch
 # (2.14 tested) and with a fixed size (--static) on 2.6, where litvit refuses the dynamic export with that fix.
-OLD_TORCH = tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 7)
+OLD_TORCH = torch_older_than(2, 7)
 RESIZED_TABLES = ("lit", "lit_ti", "lit_backbone")
 
 
