@@ -24,6 +24,7 @@ from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
 from ..layers._checks import check_image, check_positive_int
+from ..layers.batch_slices import run_in_slices, widest_channels
 from ..layers.dtm import DeformableTokenMerging
 from ..layers.patch_embed import PatchEmbed
 
@@ -132,14 +133,31 @@ class Stage(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.downsample = downsample if downsample is not None else nn.Identity()
         self.grad_checkpointing = False
+        self.widest_channels = widest_channels(self.blocks)  # sizes the batch slices of large-map inference
+
+    def _blocks_and_merge(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = self.blocks(x)
+        return x, self.downsample(x)
+
+    @torch.jit.unused
+    def _in_slices(self, x: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """The stage over a large batch a few images at a time in CPU inference (`layers.batch_slices`), or None."""
+        weight = next(self.blocks.parameters(), None)
+        if weight is None:
+            return None
+        out = run_in_slices(self._blocks_and_merge, x, self.widest_channels, weight)
+        return None if out is None else (out[0], out[1])
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, C) -> (feature (B, H, W, C), next input (B, H/2, W/2, 2C) or the feature in the last stage)."""
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x, self.downsample(x)
+            return x, self.downsample(x)
+        if not torch.jit.is_scripting():
+            sliced = self._in_slices(x)
+            if sliced is not None:
+                return sliced
+        return self._blocks_and_merge(x)
 
 
 class PyramidTrunk(nn.Module):

@@ -1,0 +1,72 @@
+"""Run a stage's blocks over a large batch a few images at a time, in CPU inference.
+
+Why: glibc's malloc serves every block over 32 MiB (the ceiling of its dynamic mmap threshold) with a fresh mmap
+and unmaps it on free, so every tensor that large is page-faulted in again at its first write, 4 KiB at a time. The
+early stages of LIT and LITv2 are exactly where such tensors are made: LITv2-S's stage-1 FFN hidden map at batch 16
+is 77 MB in fp32 (39 MB in bf16), written by fc1, then by the depthwise conv. On an AMX Xeon (KVM, 2 threads) the
+fused depthwise conv + GELU over that map took 50 ms, over the same map in four slices of four images 20.5 ms (a
+clone of it: 33 ms whole, 8 ms sliced). Slices small enough for the heap also stay in the last-level cache from
+one op of a block to the next.
+
+In inference every block is per image (LayerNorm per token, BatchNorm and dropout in eval mode), so the sliced run
+gives each image the same result (the fixtures' outputs are unchanged to the last bit on the shapes tried). Only the
+eager CPU inference path slices: autograd, tracing, torch.compile / torch.export and TorchScript see the plain loop.
+"""
+
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .fused_cpu import inference_fast_path
+
+__all__ = ["MMAP_CEILING", "SLICE_BYTES", "images_per_slice", "run_in_slices", "widest_channels"]
+
+MMAP_CEILING = 32 << 20  # glibc: blocks above this are always mmapped (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
+SLICE_BYTES = 8 << 20  # the widest map of a slice stays at or under this: on the heap, and near the cache
+
+
+def widest_channels(module: nn.Module) -> int:
+    """The widest channel count a module's linears write (an FFN's hidden width, a qkv projection), 0 if none."""
+    return max((m.out_features for m in module.modules() if isinstance(m, nn.Linear)), default=0)
+
+
+def _compute_itemsize(x: torch.Tensor) -> int:
+    """Bytes per element of the maps a block makes from x: bf16 / fp16 under CPU autocast, x's own otherwise."""
+    if x.is_floating_point() and torch.is_autocast_enabled("cpu"):
+        return torch.finfo(torch.get_autocast_dtype("cpu")).bits // 8
+    return x.element_size()
+
+
+def images_per_slice(x: torch.Tensor, channels: int) -> Optional[int]:
+    """Images per slice for a (B, H, W, C) map whose blocks write maps `channels` wide; None where slicing does not pay.
+
+    Slicing pays only where the whole-batch map would be mmapped (over `MMAP_CEILING`); a slice then holds as many
+    images as fit in `SLICE_BYTES` (at least one). A map under the ceiling is already reused from the heap, and
+    slicing it only shrinks the GEMMs (LITv2-S's stage-2 FFN in bf16, 19 MB: 23 ms whole, 28 ms in two slices).
+    """
+    batch = x.shape[0]
+    if batch < 2:
+        return None
+    per_image = x[0].numel() // max(x.shape[-1], 1) * channels * _compute_itemsize(x)
+    if per_image == 0 or batch * per_image <= MMAP_CEILING:
+        return None
+    per_slice = max(1, SLICE_BYTES // per_image)
+    return per_slice if per_slice < batch else None
+
+
+@torch.jit.unused
+def run_in_slices(
+    fn: Callable[[torch.Tensor], Tuple[torch.Tensor, ...]], x: torch.Tensor, channels: int, weight: torch.Tensor
+) -> Optional[Tuple[torch.Tensor, ...]]:
+    """fn(x) computed a few images at a time where that pays (eager CPU inference, a large map); None otherwise.
+
+    `fn` returns a tuple of batch-first tensors and treats images independently; `weight` is any of its parameters
+    (it says where the module runs). Each output is the concatenation of its slices, in batch order."""
+    if torch.jit.is_tracing() or not inference_fast_path(x, weight) or x.dim() != 4:
+        return None
+    per_slice = images_per_slice(x, channels)
+    if per_slice is None:
+        return None
+    parts = [fn(part) for part in x.split(per_slice)]
+    return tuple(torch.cat(outs) for outs in zip(*parts))

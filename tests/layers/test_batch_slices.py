@@ -1,0 +1,103 @@
+"""Large-batch CPU inference in batch slices: when it slices, by how much, and that nothing else slices."""
+
+import pytest
+import torch
+from torch import nn
+
+from litvit.layers import batch_slices
+from litvit.layers.batch_slices import MMAP_CEILING, SLICE_BYTES, images_per_slice, run_in_slices, widest_channels
+
+MIB = 1 << 20
+
+
+def test_widest_channels_is_the_widest_linear_output():
+    block = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))
+    assert widest_channels(block) == 32
+    assert widest_channels(nn.Sequential(nn.Identity())) == 0
+
+
+def test_images_per_slice_fp32_stage_one_of_litv2_s():
+    # LITv2-S stage 1 at batch 16: a 56 x 56 map whose FFN is 384 wide; 4.6 MiB per image in fp32, 73.5 MiB in all.
+    x = torch.empty(16, 56, 56, 96)
+    per_image = 56 * 56 * 384 * 4
+    assert 16 * per_image > MMAP_CEILING
+    assert images_per_slice(x, 384) == max(1, SLICE_BYTES // per_image)
+
+
+def test_images_per_slice_counts_bf16_autocast_maps_at_two_bytes():
+    # LITv2-S stage 2 at batch 16: 36.8 MiB in fp32 (sliced), 18.4 MiB in bf16 (under the ceiling: not sliced).
+    x = torch.empty(16, 28, 28, 192)
+    assert images_per_slice(x, 768) is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert images_per_slice(x, 768) is None
+    stage_one = torch.empty(16, 56, 56, 96)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert images_per_slice(stage_one, 384) == SLICE_BYTES // (56 * 56 * 384 * 2)
+
+
+@pytest.mark.parametrize("shape", [(1, 56, 56, 96), (16, 7, 7, 768), (2, 8, 8, 4)])
+def test_no_slicing_for_a_single_image_or_a_small_map(shape):
+    assert images_per_slice(torch.empty(shape), 4 * shape[-1]) is None
+
+
+def test_an_image_larger_than_a_slice_gets_a_slice_of_its_own():
+    x = torch.empty(4, 200, 333, 96)  # a detection-size stage-1 map: 98 MiB per image in the FFN
+    assert images_per_slice(x, 384) == 1
+
+
+def _blocks() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.LayerNorm(6), nn.Linear(6, 24), nn.GELU(), nn.Linear(24, 6)).eval()
+
+
+def test_run_in_slices_equals_the_whole_batch_and_slices_in_order(monkeypatch):
+    monkeypatch.setattr(batch_slices, "MMAP_CEILING", 0)
+    monkeypatch.setattr(batch_slices, "SLICE_BYTES", 2 * 5 * 5 * 24 * 4)  # two images per slice
+    blocks = _blocks()
+    x = torch.randn(5, 5, 5, 6)
+    sizes: list = []
+
+    def fn(part: torch.Tensor):
+        sizes.append(part.shape[0])
+        y = blocks(part)
+        return y, y.sum(dim=(1, 2, 3))
+
+    with torch.inference_mode():
+        out = run_in_slices(fn, x, 24, blocks[1].weight)
+        assert out is not None
+        assert sizes == [2, 2, 1]
+        torch.testing.assert_close(out[0], blocks(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(out[1], blocks(x).sum(dim=(1, 2, 3)), rtol=0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_run_in_slices_leaves_autograd_and_tracing_to_the_plain_path(monkeypatch):
+    monkeypatch.setattr(batch_slices, "MMAP_CEILING", 0)
+    monkeypatch.setattr(batch_slices, "SLICE_BYTES", 1)
+    blocks = _blocks()
+    x = torch.randn(4, 5, 5, 6)
+    fn = lambda part: (blocks(part),)  # noqa: E731
+    assert run_in_slices(fn, x, 24, blocks[1].weight) is None  # grad enabled: training keeps the whole batch
+    with torch.no_grad():
+        assert run_in_slices(fn, x, 24, blocks[1].weight) is not None
+        assert run_in_slices(fn, x[0], 24, blocks[1].weight) is None  # not a (B, H, W, C) map
+
+    # torch.jit.trace records one whole-batch graph: a trace must not bake the slice sizes in.
+    decisions: list = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = blocks
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            decisions.append(run_in_slices(fn, t, 24, self.blocks[1].weight))
+            return self.blocks(t)
+
+    with torch.no_grad():
+        torch.jit.trace(Probe(), x, check_trace=False)
+    assert decisions == [None]
+
+
+def test_an_empty_batch_is_not_sliced():
+    assert images_per_slice(torch.empty(0, 56, 56, 96), 384) is None
