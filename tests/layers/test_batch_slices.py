@@ -63,7 +63,7 @@ def test_run_in_slices_equals_the_whole_batch_and_slices_in_order(monkeypatch):
         return y, y.sum(dim=(1, 2, 3))
 
     with torch.inference_mode():
-        out = run_in_slices(fn, x, 24, blocks[1].weight)
+        out = run_in_slices(blocks, fn, x, 24)
         assert out is not None
         assert sizes == [2, 2, 1]
         torch.testing.assert_close(out[0], blocks(x), rtol=0, atol=1e-6)
@@ -77,10 +77,10 @@ def test_run_in_slices_leaves_autograd_and_tracing_to_the_plain_path(monkeypatch
     blocks = _blocks()
     x = torch.randn(4, 5, 5, 6)
     fn = lambda part: (blocks(part),)  # noqa: E731
-    assert run_in_slices(fn, x, 24, blocks[1].weight) is None  # grad enabled: training keeps the whole batch
+    assert run_in_slices(blocks, fn, x, 24) is None  # grad enabled: training keeps the whole batch
     with torch.no_grad():
-        assert run_in_slices(fn, x, 24, blocks[1].weight) is not None
-        assert run_in_slices(fn, x[0], 24, blocks[1].weight) is None  # not a (B, H, W, C) map
+        assert run_in_slices(blocks, fn, x, 24) is not None
+        assert run_in_slices(blocks, fn, x[0], 24) is None  # not a (B, H, W, C) map
 
     # torch.jit.trace records one whole-batch graph: a trace must not bake the slice sizes in.
     decisions: list = []
@@ -91,7 +91,7 @@ def test_run_in_slices_leaves_autograd_and_tracing_to_the_plain_path(monkeypatch
             self.blocks = blocks
 
         def forward(self, t: torch.Tensor) -> torch.Tensor:
-            decisions.append(run_in_slices(fn, t, 24, self.blocks[1].weight))
+            decisions.append(run_in_slices(self.blocks, fn, t, 24))
             return self.blocks(t)
 
     with torch.no_grad():
@@ -101,3 +101,24 @@ def test_run_in_slices_leaves_autograd_and_tracing_to_the_plain_path(monkeypatch
 
 def test_an_empty_batch_is_not_sliced():
     assert images_per_slice(torch.empty(0, 56, 56, 96), 384) is None
+
+
+def test_a_hooked_module_runs_whole(monkeypatch):
+    """Forward hooks (`litvit.viz.capture`, a user's) see the batch they were given, not slices of it."""
+    from litvit.viz.hooks import capture
+
+    monkeypatch.setattr(batch_slices, "MMAP_CEILING", 0)
+    monkeypatch.setattr(batch_slices, "SLICE_BYTES", 1)
+    blocks = _blocks()
+    x = torch.randn(4, 5, 5, 6)
+    fn = lambda part: (blocks(part),)  # noqa: E731
+    with torch.no_grad():
+        with capture({"fc1": blocks[1]}) as seen:
+            assert run_in_slices(blocks, fn, x, 24) is None
+        assert run_in_slices(blocks, fn, x, 24) is not None  # the hook is gone with the block
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda *_: None)
+        try:
+            assert run_in_slices(blocks, fn, x, 24) is None  # a global hook counts too
+        finally:
+            handle.remove()
+    assert seen == {"fc1": []}

@@ -4,13 +4,15 @@ Why: glibc's malloc serves every block over 32 MiB (the ceiling of its dynamic m
 and unmaps it on free, so every tensor that large is page-faulted in again at its first write, 4 KiB at a time. The
 early stages of LIT and LITv2 are exactly where such tensors are made: LITv2-S's stage-1 FFN hidden map at batch 16
 is 77 MB in fp32 (39 MB in bf16), written by fc1, then by the depthwise conv. On an AMX Xeon (KVM, 2 threads) the
-fused depthwise conv + GELU over that map took 50 ms, over the same map in four slices of four images 20.5 ms (a
-clone of it: 33 ms whole, 8 ms sliced). Slices small enough for the heap also stay in the last-level cache from
-one op of a block to the next.
+fused depthwise conv + GELU over that map took 50 ms, over the same map in four slices of four images 20.5 ms; a
+copy of a 39 MB map took 16.8 ms, of a 19 MB one 2.1 ms. Slices of <= 8 MiB: in the whole model, 14 MiB slices
+still page-faulted (glibc also gives back a heap top that grows past twice its dynamic threshold), and small slices
+stay in the last-level cache from one op of a block to the next.
 
 In inference every block is per image (LayerNorm per token, BatchNorm and dropout in eval mode), so the sliced run
-gives each image the same result (the fixtures' outputs are unchanged to the last bit on the shapes tried). Only the
-eager CPU inference path slices: autograd, tracing, torch.compile / torch.export and TorchScript see the plain loop.
+gives each image the same result (LITv2-S's logits at batch 16: unchanged to the last bit; the official fixtures,
+one image per slice: within 1e-5). Only eager CPU inference slices: autograd, tracing, torch.compile / torch.export
+and TorchScript see the plain loop.
 """
 
 from typing import Callable, Optional, Tuple
@@ -55,18 +57,28 @@ def images_per_slice(x: torch.Tensor, channels: int) -> Optional[int]:
     return per_slice if per_slice < batch else None
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Any forward hook on the module or inside it, or a global one: such hooks expect to see the whole batch."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
 @torch.jit.unused
 def run_in_slices(
-    fn: Callable[[torch.Tensor], Tuple[torch.Tensor, ...]], x: torch.Tensor, channels: int, weight: torch.Tensor
+    module: nn.Module, fn: Callable[[torch.Tensor], Tuple[torch.Tensor, ...]], x: torch.Tensor, channels: int
 ) -> Optional[Tuple[torch.Tensor, ...]]:
     """fn(x) computed a few images at a time where that pays (eager CPU inference, a large map); None otherwise.
 
-    `fn` returns a tuple of batch-first tensors and treats images independently; `weight` is any of its parameters
-    (it says where the module runs). Each output is the concatenation of its slices, in batch order."""
-    if torch.jit.is_tracing() or not inference_fast_path(x, weight) or x.dim() != 4:
+    `fn` runs `module`'s layers, returns a tuple of batch-first tensors and treats images independently; `channels`
+    is the width of the widest map it writes. Each output is the concatenation of its slices, in batch order. A
+    module with forward hooks inside (`litvit.viz.capture`, a user's) runs whole: its hooks see the batch they were
+    given."""
+    weight = next(module.parameters(), None)
+    if weight is None or torch.jit.is_tracing() or not inference_fast_path(x, weight) or x.dim() != 4:
         return None
     per_slice = images_per_slice(x, channels)
-    if per_slice is None:
+    if per_slice is None or _hooked(module):
         return None
     parts = [fn(part) for part in x.split(per_slice)]
     return tuple(torch.cat(outs) for outs in zip(*parts))

@@ -142,10 +142,7 @@ class Stage(nn.Module):
     @torch.jit.unused
     def _in_slices(self, x: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """The stage over a large batch a few images at a time in CPU inference (`layers.batch_slices`), or None."""
-        weight = next(self.blocks.parameters(), None)
-        if weight is None:
-            return None
-        out = run_in_slices(self._blocks_and_merge, x, self.widest_channels, weight)
+        out = run_in_slices(self, self._blocks_and_merge, x, self.widest_channels)
         return None if out is None else (out[0], out[1])
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
