@@ -1,4 +1,5 @@
-"""The CPU targets of docs/performance.md in one go (LITv2-S vs Swin-T, 224, batch 16, medians), each its own run.
+"""The CPU targets of docs/performance.md in one go (LITv2-S vs Swin-T and vs the official code's forward over the
+same weights, `litv2_s:official`; 224, batch 16, medians), each its own run.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/targets.py --threads 2 --out out/targets
 
@@ -15,6 +16,7 @@ from litvit.bench.cli import main
 from litvit.bench.machine import native_bf16
 
 PAIR = ["litv2_s", "swin_tiny_patch4_window7_224"]
+OFFICIAL = "litv2_s:official"  # the official forward over the same weights (litvit.bench.official_style)
 
 
 def run_all(argv: list) -> int:
@@ -27,16 +29,16 @@ def run_all(argv: list) -> int:
     common = ["--threads", args.threads, "--device", args.device, *extra]
     batch = ["--batch-size", "64" if gpu else "16"]
     runs = {
-        "fp32_infer": [*PAIR, *batch, "--dtype", "fp32", "--mode", "infer"],
-        "lowp_infer": [*PAIR, *batch, "--dtype", "fp16" if gpu else "bf16", "--no-latency", "--no-memory"],
-        "fp32_train": [*PAIR, *batch, "--dtype", "fp32", "--mode", "train", "--no-latency"],
+        "fp32_infer": [*PAIR, OFFICIAL, *batch, "--dtype", "fp32", "--mode", "infer"],
+        "lowp_infer": [*PAIR, OFFICIAL, *batch, "--dtype", "fp16" if gpu else "bf16", "--no-latency", "--no-memory"],
+        "fp32_train": [*PAIR, OFFICIAL, *batch, "--dtype", "fp32", "--mode", "train", "--no-latency"],
         "attention": ["--attention"],
     }
     if not gpu and native_bf16() is False:
         print("skipping bf16 inference: this CPU has no native bf16 (avx512_bf16 / amx_bf16), where it is emulated")
         del runs["lowp_infer"]
     if gpu:
-        runs["amp_train"] = [*PAIR, *batch, "--dtype", "fp16", "--mode", "train", "--no-latency"]
+        runs["amp_train"] = [*PAIR, OFFICIAL, *batch, "--dtype", "fp16", "--mode", "train", "--no-latency"]
     for name, run in runs.items():
         rc = main([*run, *common, "--out", str(args.out / name)])
         if rc != 0:

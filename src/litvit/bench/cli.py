@@ -46,7 +46,11 @@ CONFIG_OPTIONS = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     models = " ".join(DEFAULT_MODELS)
     p.add_argument(
-        "models", nargs="*", metavar="MODEL", help=f"timm model names, litvit's and any peers (default: {models})"
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help=f"timm model names, litvit's and any peers; LITV2_NAME:official runs that LITv2 as the official code "
+        f"does (its layout and kernels, the same weights) (default: {models})",
     )
     p.add_argument("--attention", action="store_true", help="benchmark one attention layer instead of models")
     p.add_argument("--batch-size", type=int, help="images per step (default: 64 on GPU; CPU 16, attention 4)")
