@@ -1,5 +1,7 @@
 """The official-code rows of `litvit bench` (`litv2_s:official`): the official forward over litvit's own weights."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,3 +73,20 @@ def test_official_rows_run_under_bf16_autocast():
     with torch.no_grad():
         ref = model(x)
     assert (low - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+def test_bench_reports_litv2_against_its_official_row(tmp_path):
+    from litvit.bench.cli import main
+
+    out = tmp_path / "official"
+    args = ["--quick", "litv2_nano", "litv2_nano:official", "--img-size", "64", "--batch-size", "2", "--threads", "1"]
+    assert main([*args, "--no-memory", "--quiet", "--out", str(out)]) == 0
+    record = json.loads((out / "results.json").read_text())
+    rows = {r["model"]: r for r in record["results"]}
+    ratio = rows["litv2_nano"]["vs_official"]["throughput"]
+    assert ratio["median"] > 0 and len(ratio["per_round"]) == 1
+    assert "latency" in rows["litv2_nano"]["vs_official"]
+    assert "vs_official" not in rows["litv2_nano:official"]
+    assert rows["litv2_nano:official"]["label"].endswith("(official code)") and not rows["litv2_nano:official"]["ours"]
+    table = (out / "table.md").read_text()
+    assert "img/s vs official code" in table and "latency vs official code" in table

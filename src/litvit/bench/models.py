@@ -113,6 +113,14 @@ def row_runtime(subject: Subject) -> str:
     return subject.spec.get("runtime", "eager")
 
 
+def _official_row(rows: Dict[str, Dict[str, Any]], row: Dict[str, Any]) -> Optional[str]:
+    """The key of `row`'s official-code row (`NAME:official`, same runtime) in this run, if there is one."""
+    for key, other in rows.items():
+        if other["model"] == row["model"] + OFFICIAL_SUFFIX and other["runtime"] == row["runtime"]:
+            return key
+    return None
+
+
 class ModelKind:
     """Subjects of `litvit bench`: one per model name."""
 
@@ -188,8 +196,14 @@ class ModelKind:
     def compare(self, rows: Dict[str, Dict[str, Any]], raw: Dict[str, Any], cfg: BenchConfig) -> None:
         """`vs_reference`: throughput and latency ratios per round, and the memory ratios, against the reference
         model in the eager runtime (else its first runtime listed); `vs_eager`: each other runtime's throughput and
-        latency against the same model in eager."""
+        latency against the same model in eager; `vs_official`: a LITv2's against its `:official` row."""
         for name, row in rows.items():
+            official = _official_row(rows, row)
+            if official is not None:  # the same model as the official code runs it, in the same runtime
+                ratios = {"throughput": ratio_per_round(raw[name], raw[official], "throughput")}
+                if cfg.latency:
+                    ratios["latency"] = ratio_per_round(raw[f"{name}@latency"], raw[f"{official}@latency"], "latency")
+                row["vs_official"] = ratios
             eager = row["model"]
             if row["runtime"] != "eager" and eager in rows:
                 ratios = {"throughput": ratio_per_round(raw[name], raw[eager], "throughput")}

@@ -123,17 +123,23 @@ def models_markdown(record: Dict[str, Any]) -> str:
     def vs_eager(name: str) -> Callable[[Row], str]:
         return lambda r: _ratio(r.get("vs_eager", {}).get(name))
 
+    def vs_official(name: str) -> Callable[[Row], str]:
+        return lambda r: _ratio(r.get("vs_official", {}).get(name))
+
     runtimes = list(dict.fromkeys(r.get("runtime", "eager") for r in record["results"]))
     cols: List[Column] = [("model", lambda r: f"**{r['label']}**" if r["ours"] else r["label"])]
     cols += [("runtime", lambda r: r.get("runtime", "eager"))] if runtimes != ["eager"] else []
     cols += [("params (M)", lambda r: _f(r["params_m"], 2)), ("GMACs", lambda r: _f(r["gmacs"], 2)), *THROUGHPUT]
     cols += [(f"img/s vs {ref_label}", vs("throughput", _ratio))] if ref else []
     cols += [("img/s vs eager", vs_eager("throughput"))] if "eager" in runtimes and len(runtimes) > 1 else []
+    official = any("vs_official" in r for r in record["results"])
+    cols += [("img/s vs official code", vs_official("throughput"))] if official else []
     if c.get("latency"):
         cols += [("latency b1 (ms)", lambda r: _f(r["latency"]["ms"]["median"]))]
         cols += [("latency min–max", lambda r: _range(r["latency"]["ms"]))]
         cols += [(f"latency vs {ref_label}", vs("latency", _ratio))] if ref else []
         cols += [("latency vs eager", vs_eager("latency"))] if "eager" in runtimes and len(runtimes) > 1 else []
+        cols += [("latency vs official code", vs_official("latency"))] if official else []
     cols.append(PEAK)
     cols += memory_columns(record, (f"peak RSS vs {ref_label}", vs("peak_rss", lambda v: _f(v, 2))) if ref else None)
     if any(r.get("logit_rel_diff") is not None for r in record["results"]):
