@@ -5,7 +5,7 @@
 #
 # 1. the GPU-marked tests (tests/gpu: CUDA vs the official fixtures <= 1e-4 on every family, fp16 / bf16 autocast,
 #    a training step against the CPU's gradients, a 1-GPU nccl torchrun run), then the whole suite on the machine;
-# 2. benchmarks/targets.py --device cuda (batch 64, AMP; LITv2-S beside Swin-T in one run).
+# 2. benchmarks/targets.py --device cuda (batch 64, AMP; LITv2-S beside Swin-T and the official forward, litv2_s:official).
 # Runs from a checkout (src/ goes first on PYTHONPATH) in an environment with torch, torchvision, timm and pytest.
 # Each step's output goes to OUT_DIR; the exit status is 1 if any step failed.
 set -uo pipefail
