@@ -70,13 +70,18 @@ def test_run_in_slices_equals_the_whole_batch_and_slices_in_order(monkeypatch):
         torch.testing.assert_close(out[1], blocks(x).sum(dim=(1, 2, 3)), rtol=0, atol=1e-5)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
-def test_run_in_slices_leaves_autograd_and_tracing_to_the_plain_path(monkeypatch):
+@pytest.fixture
+def one_image_slices(monkeypatch):
+    """Slicing forced on (one image per slice) for a small 4-image map: (blocks, x, fn)."""
     monkeypatch.setattr(batch_slices, "MMAP_CEILING", 0)
     monkeypatch.setattr(batch_slices, "SLICE_BYTES", 1)
     blocks = _blocks()
-    x = torch.randn(4, 5, 5, 6)
-    fn = lambda part: (blocks(part),)  # noqa: E731
+    return blocks, torch.randn(4, 5, 5, 6), lambda part: (blocks(part),)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_run_in_slices_leaves_autograd_and_tracing_to_the_plain_path(one_image_slices):
+    blocks, x, fn = one_image_slices
     assert run_in_slices(blocks, fn, x, 24) is None  # grad enabled: training keeps the whole batch
     with torch.no_grad():
         assert run_in_slices(blocks, fn, x, 24) is not None
@@ -103,15 +108,11 @@ def test_an_empty_batch_is_not_sliced():
     assert images_per_slice(torch.empty(0, 56, 56, 96), 384) is None
 
 
-def test_a_hooked_module_runs_whole(monkeypatch):
+def test_a_hooked_module_runs_whole(one_image_slices):
     """Forward hooks (`litvit.viz.capture`, a user's) see the batch they were given, not slices of it."""
     from litvit.viz.hooks import capture
 
-    monkeypatch.setattr(batch_slices, "MMAP_CEILING", 0)
-    monkeypatch.setattr(batch_slices, "SLICE_BYTES", 1)
-    blocks = _blocks()
-    x = torch.randn(4, 5, 5, 6)
-    fn = lambda part: (blocks(part),)  # noqa: E731
+    blocks, x, fn = one_image_slices
     with torch.no_grad():
         with capture({"fc1": blocks[1]}) as seen:
             assert run_in_slices(blocks, fn, x, 24) is None
