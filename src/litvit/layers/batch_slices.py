@@ -74,8 +74,10 @@ def run_in_slices(
     is the width of the widest map it writes. Each output is the concatenation of its slices, in batch order. A
     module with forward hooks inside (`litvit.viz.capture`, a user's) runs whole: its hooks see the batch they were
     given."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():  # first: torch 2.6's dynamo cannot trace next(it, d)
+        return None
     weight = next(module.parameters(), None)
-    if weight is None or torch.jit.is_tracing() or not inference_fast_path(x, weight) or x.dim() != 4:
+    if weight is None or not inference_fast_path(x, weight) or x.dim() != 4:
         return None
     per_slice = images_per_slice(x, channels)
     if per_slice is None or _hooked(module):
