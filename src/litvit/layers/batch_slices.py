@@ -50,7 +50,7 @@ def images_per_slice(x: torch.Tensor, channels: int) -> Optional[int]:
     batch = x.shape[0]
     if batch < 2:
         return None
-    per_image = x[0].numel() // max(x.shape[-1], 1) * channels * _compute_itemsize(x)
+    per_image = x.shape[1] * x.shape[2] * channels * _compute_itemsize(x)  # one image's widest map, in bytes
     if per_image == 0 or batch * per_image <= MMAP_CEILING:
         return None
     per_slice = max(1, SLICE_BYTES // per_image)
