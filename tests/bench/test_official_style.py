@@ -90,3 +90,15 @@ def test_bench_reports_litv2_against_its_official_row(tmp_path):
     assert rows["litv2_nano:official"]["label"].endswith("(official code)") and not rows["litv2_nano:official"]["ours"]
     table = (out / "table.md").read_text()
     assert "img/s vs official code" in table and "latency vs official code" in table
+
+
+def test_official_hilo_shares_parameters_in_plain_linears():
+    """The official rows must not borrow litvit's fast paths: HiLo's projections are plain nn.Linear there."""
+    model = _nano()
+    official = official_style(model)
+    hilo = next(m for m in model.modules() if type(m).__name__ == "HiLo")
+    ref = next(iter(official.hilo.values()))
+    for name, child in hilo.named_children():
+        plain = getattr(ref, name, None)
+        if isinstance(plain, torch.nn.Linear):
+            assert type(plain) is torch.nn.Linear and plain.weight is child.weight and plain.bias is child.bias

@@ -52,11 +52,13 @@ def _dtm(dtm: nn.Module, x: torch.Tensor, H: int, W: int) -> Tuple[torch.Tensor,
 
 
 def _official_hilo(hilo: nn.Module) -> HiLoMatmul:
-    """`HiLoMatmul` with the hyper-parameters of a litvit HiLo and its very linear layers (not copies)."""
+    """`HiLoMatmul` with the hyper-parameters of a litvit HiLo and its very parameters (shared, not copied), in
+    plain `nn.Linear` modules: litvit's own linears would bring their bf16 fast path into the official rows."""
     ref = HiLoMatmul(hilo.dim, hilo.num_heads, hilo.window_size, hilo.alpha, qk_scale=hilo.scale)
     for name, child in hilo.named_children():
-        if isinstance(getattr(ref, name, None), nn.Linear):
-            setattr(ref, name, child)
+        plain = getattr(ref, name, None)
+        if isinstance(plain, nn.Linear):
+            plain.weight, plain.bias = child.weight, child.bias
     return ref
 
 
