@@ -16,7 +16,7 @@ from ..errors import BenchError
 from ..runtime import autocast
 from ..variants import get_variant
 from .config import DEFAULT_REFERENCE, BenchConfig, split_model, split_runtime
-from .official_style import OFFICIAL_SUFFIX, is_official_style, official_style
+from .official_style import OFFICIAL_SUFFIX, is_official_style, official_base, official_style
 from .subject import Loss, Spec, Subject, count_step_macs, cross_entropy_loss, params_m
 from .timing import ratio_per_round
 
@@ -37,7 +37,7 @@ LOGIT_TOL = 1e-2  # max relative logit difference of an autocast forward vs fp32
 def label(name: str) -> str:
     """The papers' name: litvit's from litvit.variants, the peers' from PEER_LABELS, else the timm name."""
     if is_official_style(name):
-        return f"{label(name[: -len(OFFICIAL_SUFFIX)])} (official code)"
+        return f"{label(official_base(name))} (official code)"
     try:
         return get_variant(name).label
     except KeyError:
@@ -59,7 +59,7 @@ def check_models(names: List[str]) -> None:
     if not names:
         raise BenchError("no models given: name at least one timm model, e.g. litv2_s resnet50")
     for entry in names:
-        name = entry[: -len(OFFICIAL_SUFFIX)] if is_official_style(entry) else entry
+        name = official_base(entry)
         if name != entry and not name.startswith("litv2_"):
             raise BenchError(
                 f"{entry!r}: the official-code rows (NAME{OFFICIAL_SUFFIX}) exist for LITv2 classifiers only, "
@@ -81,7 +81,7 @@ def create_model(name: str, img_size: int) -> nn.Module:
     import litvit.models  # noqa: F401
 
     if is_official_style(name):
-        return official_style(create_model(name[: -len(OFFICIAL_SUFFIX)], img_size))
+        return official_style(create_model(official_base(name), img_size))
     cfg = timm.get_pretrained_cfg(name)
     native = cfg.input_size[-1] if cfg is not None and cfg.input_size else 224
     if img_size != native:

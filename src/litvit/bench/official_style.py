@@ -18,13 +18,18 @@ from torchvision.ops import deform_conv2d
 
 from .attention_layers import HiLoMatmul
 
-__all__ = ["OFFICIAL_SUFFIX", "OfficialStyleLITv2", "is_official_style", "official_style"]
+__all__ = ["OFFICIAL_SUFFIX", "OfficialStyleLITv2", "is_official_style", "official_base", "official_style"]
 
 OFFICIAL_SUFFIX = ":official"  # `litvit bench litv2_s:official`: that LITv2 run as the official code runs it
 
 
 def is_official_style(name: str) -> bool:
     return name.endswith(OFFICIAL_SUFFIX)
+
+
+def official_base(name: str) -> str:
+    """'litv2_s:official' -> 'litv2_s' (the model the official forward runs); other names unchanged."""
+    return name[: -len(OFFICIAL_SUFFIX)] if is_official_style(name) else name
 
 
 def _ffn(mlp: nn.Module, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
