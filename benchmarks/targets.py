@@ -1,7 +1,11 @@
 """The CPU targets of docs/performance.md in one go (LITv2-S vs Swin-T and vs the official code's forward over the
 same weights, `litv2_s:official`; 224, batch 16, medians), each its own run.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/targets.py --threads 2 --out out/targets
+    python benchmarks/targets.py --threads 2 --out out/targets
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/targets.py --threads 2   # where other jobs share the cores
+
+(On a virtual machine PASSIVE costs time of its own when the host is busy: docs/performance.md, "Measuring on a
+shared machine".)
 
 Runs, in order: fp32 inference (+ batch-1 latency, peak RSS), bf16 autocast inference (logit check), fp32 training
 step, and the attention layer benchmark; each writes table.md / results.json / plot.png in its own sub-folder.

@@ -32,8 +32,11 @@ def test_quick_models_run_writes_table_json_plot(tmp_path, capsys):
 
     assert record["kind"] == "models"
     m = record["machine"]
-    for k in ("cpu", "cores", "torch", "timm", "threads", "date", "command", "load_average_start", "steal_share"):
+    keys = ("cpu", "cores", "torch", "timm", "threads", "date", "command", "load_average_start", "steal_share")
+    for k in (*keys, "others_share"):
         assert k in m
+    if m["others_share"] is not None:  # Linux: other processes' share of the CPU time during the run
+        assert 0 <= m["others_share"] <= 1 and "used by other processes" in table
     if m["steal_share"] is not None:  # Linux: the share of CPU time stolen by the hypervisor, in the header too
         assert 0 <= m["steal_share"] <= 1 and "stolen by the hypervisor" in table
     assert m["threads"] == 1 and "--quick" in m["command"]

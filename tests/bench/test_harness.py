@@ -145,12 +145,29 @@ def test_steal_share_from_two_proc_stat_readings(tmp_path):
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 20 800 0 0 0 80 50 0\ncpu0 1 2 3\n")
     start = machine.cpu_ticks(str(stat))
-    assert start == (80, 1000)
+    assert start is not None and (start.steal, start.total, start.idle) == (80, 1000, 800)
     stat.write_text("cpu  300 0 40 900 0 0 0 240 0 0\n")
     assert machine.steal_share(start, machine.cpu_ticks(str(stat))) == pytest.approx(160 / 480)
     assert machine.steal_share(start, start) is None and machine.steal_share(None, start) is None
     stat.write_text("not a stat file\n")
     assert machine.cpu_ticks(str(stat)) is None and machine.cpu_ticks(str(tmp_path / "missing")) is None
+
+
+def test_others_share_is_busy_time_less_our_own(monkeypatch):
+    """Other processes' share of the machine's CPU time between two readings: busy ticks (neither idle nor stolen)
+    less this process's own CPU seconds; the warning names the share and fires only above OTHERS_WARNING."""
+    monkeypatch.setattr(machine.os, "sysconf", lambda name: 100)
+    start = machine.CpuTicks(steal=0, total=1000, idle=800, own_s=1.0)
+    # 400 ticks (4 s of two cores' 2 s each): 100 idle, 100 stolen, 200 busy, of which 1.2 s are ours
+    end = machine.CpuTicks(steal=100, total=1400, idle=900, own_s=2.2)
+    assert machine.others_share(start, end) == pytest.approx(0.8 / 4)
+    assert machine.others_share(start, start) is None and machine.others_share(None, end) is None
+    ours_only = machine.CpuTicks(steal=100, total=1400, idle=900, own_s=5.0)  # our children: more than the ticks
+    assert machine.others_share(start, ours_only) == 0.0
+    assert machine.busy_warning(0.2).startswith("machine busy: other processes used 20% of its CPU time")
+    assert machine.busy_warning(machine.OTHERS_WARNING) is None and machine.busy_warning(None) is None
+    lines = steal_lines({"others_share": 0.2, "steal_share": 0.0})
+    assert lines[0] == "CPU time used by other processes during the run: 20.0%" and len(lines) == 2
 
 
 def test_report_warns_when_the_hypervisor_steals_time():

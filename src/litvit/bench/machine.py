@@ -8,7 +8,7 @@ import os
 import platform
 import shlex
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from ..cpu import cpu_flags, cpu_model
 
@@ -32,8 +32,17 @@ def load_average() -> Optional[List[float]]:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
-def cpu_ticks(stat: str = "/proc/stat") -> Optional[Tuple[int, int]]:
-    """(stolen, total) CPU ticks of the whole machine since boot, from Linux's /proc/stat; None elsewhere."""
+class CpuTicks(NamedTuple):
+    """One reading of the whole machine's CPU ticks since boot (/proc/stat) and of this process's own CPU time."""
+
+    steal: int  # ticks the hypervisor gave to other virtual machines
+    total: int  # every tick of every core
+    idle: int  # idle + iowait ticks
+    own_s: float  # CPU seconds of this process and of the children it has waited for
+
+
+def cpu_ticks(stat: str = "/proc/stat") -> Optional[CpuTicks]:
+    """The machine's CPU ticks (Linux's /proc/stat) with this process's CPU time; None elsewhere."""
     try:
         with open(stat) as f:
             fields = f.readline().split()
@@ -41,28 +50,46 @@ def cpu_ticks(stat: str = "/proc/stat") -> Optional[Tuple[int, int]]:
         ticks = [int(v) for v in fields[1:9]] if fields[0] == "cpu" else []
     except (OSError, IndexError, ValueError):
         return None
-    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+    if len(ticks) != 8:
+        return None
+    t = os.times()
+    return CpuTicks(ticks[7], sum(ticks), ticks[3] + ticks[4], t.user + t.system + t.children_user + t.children_system)
 
 
-def steal_share(start: Optional[Tuple[int, int]], end: Optional[Tuple[int, int]]) -> Optional[float]:
+def steal_share(start: Optional[CpuTicks], end: Optional[CpuTicks]) -> Optional[float]:
     """The share of the machine's CPU time that the hypervisor gave to other virtual machines between two
     `cpu_ticks` readings. On a shared VM this is the noise the load average does not show: the guest looks idle
     while its cores wait (a 2-core KVM guest saw 45% stolen during a LITv2-S run, every step ~2x slower)."""
-    if start is None or end is None or end[1] <= start[1]:
+    if start is None or end is None or end.total <= start.total:
         return None
-    return max(0.0, (end[0] - start[0]) / (end[1] - start[1]))
+    return max(0.0, (end.steal - start.steal) / (end.total - start.total))
+
+
+def others_share(start: Optional[CpuTicks], end: Optional[CpuTicks]) -> Optional[float]:
+    """The share of the machine's CPU time that other processes of this machine used between two `cpu_ticks`
+    readings: busy time (neither idle nor stolen) less this process's own. Measured over the run itself, unlike the
+    1-min load average at its start, which still counts the benchmark run just before it."""
+    if start is None or end is None or end.total <= start.total:
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = end.total - start.total
+    busy_s = (total - (end.idle - start.idle) - (end.steal - start.steal)) / hz
+    return min(1.0, max(0.0, (busy_s - (end.own_s - start.own_s)) / (total / hz)))
 
 
 STEAL_WARNING = 0.05  # above this share of stolen CPU time, the report warns
+OTHERS_WARNING = 0.10  # above this share of CPU time used by other processes, the report warns
 
 
-def busy_warning(threads: int) -> Optional[str]:
-    """A warning when other processes keep the CPU busy (1-min load average + our threads > cores)."""
-    load, cores = load_average(), os.cpu_count() or 1
-    if load is None or load[0] + threads <= cores + 0.5:
+def busy_warning(share: Optional[float]) -> Optional[str]:
+    """A warning when other processes used more than OTHERS_WARNING of the machine's CPU time during the run."""
+    if share is None or share <= OTHERS_WARNING:
         return None
     hint = "" if os.environ.get("OMP_WAIT_POLICY") else "; OMP_WAIT_POLICY=PASSIVE avoids spin-wait collapse"
-    return f"machine busy (1-min load {load[0]:.2f} on {cores} cores, {threads} threads here): timings are noisy{hint}"
+    return (
+        f"machine busy: other processes used {share:.0%} of its CPU time during the run: timings are noisy, compare "
+        f"the per-round ratios{hint}"
+    )
 
 
 def command_line(argv: Optional[Sequence[str]] = None) -> str:

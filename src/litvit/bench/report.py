@@ -46,11 +46,15 @@ def _runtimes(c: Dict[str, Any]) -> str:
 
 
 def steal_lines(machine: Dict[str, Any]) -> List[str]:
-    """The share of CPU time the hypervisor stole during the run, with a warning above STEAL_WARNING."""
+    """The shares of CPU time other processes used and the hypervisor stole during the run, with a warning above
+    STEAL_WARNING."""
+    lines = []
+    if machine.get("others_share") is not None:
+        lines.append(f"CPU time used by other processes during the run: {machine['others_share']:.1%}")
     share = machine.get("steal_share")
     if share is None:
-        return []
-    lines = [f"CPU time stolen by the hypervisor during the run (other virtual machines): {share:.1%}"]
+        return lines
+    lines.append(f"CPU time stolen by the hypervisor during the run (other virtual machines): {share:.1%}")
     if share > STEAL_WARNING:
         lines.append(
             f"**Warning: the hypervisor took {share:.0%} of this machine's CPU time during the run: absolute timings "

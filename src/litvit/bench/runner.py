@@ -16,7 +16,7 @@ from ..errors import BenchError, LitvitError, one_line
 from ..runtime import autocast_dtype, precision_name, resolve_device, set_threads
 from .attention import LayerKind
 from .config import BenchConfig, check_counts, record_config, split_runtime
-from .machine import bf16_warning, busy_warning, cpu_ticks, load_average, machine_info, steal_share
+from .machine import bf16_warning, busy_warning, cpu_ticks, load_average, machine_info, others_share, steal_share
 from .memory import measure_children
 from .models import ModelKind
 from .runtimes import build_runtime, check_runtime
@@ -113,9 +113,7 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
     kind = kind_of(cfg)
     threads = set_threads(cfg.threads)
     say = printer(cfg.verbose)
-    load_start, busy, ticks_start = load_average(), busy_warning(threads), cpu_ticks()
-    if busy:
-        say(f"litvit bench: warning: {busy}")
+    load_start, ticks_start = load_average(), cpu_ticks()
     specs = kind.specs(cfg)
     precisions = {cfg.dtype} | {s["dtype"] for s in specs if "dtype" in s}
     slow_bf16 = bf16_warning(device.type, "bf16" if "bf16" in precisions else cfg.dtype)
@@ -135,7 +133,17 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
     kind.compare(rows, raw, cfg)
 
     machine = machine_info(device, threads)
-    machine.update(load_average_start=load_start, busy_warning=busy, steal_share=steal_share(ticks_start, cpu_ticks()))
+    ticks_end = cpu_ticks()
+    others = others_share(ticks_start, ticks_end)
+    busy = busy_warning(others)
+    if busy:
+        say(f"litvit bench: warning: {busy}")
+    machine.update(
+        load_average_start=load_start,
+        busy_warning=busy,
+        steal_share=steal_share(ticks_start, ticks_end),
+        others_share=others,
+    )
     return {
         "kind": kind.record,
         "machine": machine,
