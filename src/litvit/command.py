@@ -7,11 +7,13 @@ import os
 import sys
 from typing import Any, Callable, List, Optional
 
+from .allocator import keep_freed_memory
 from .errors import LitvitError, report
 
 
 def run_command(prog: str, func: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))
+    keep_freed_memory()  # every command's steps reuse their large buffers instead of page-faulting them in again
     try:
         importlib.import_module("litvit.models")  # registers the models with timm (imports torch and timm)
         return int(func(args) or 0)

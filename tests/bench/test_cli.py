@@ -1,6 +1,7 @@
 """`litvit bench` end to end on tiny models / layers, and its one-line errors."""
 
 import json
+import platform
 import runpy
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from litvit.flops import count_macs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--quiet"]
+
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def _outputs(out: Path):
@@ -40,6 +44,9 @@ def test_quick_models_run_writes_table_json_plot(tmp_path, capsys):
     if m["steal_share"] is not None:  # Linux: the share of CPU time stolen by the hypervisor, in the header too
         assert 0 <= m["steal_share"] <= 1 and "stolen by the hypervisor" in table
     assert m["threads"] == 1 and "--quick" in m["command"]
+    assert f"Allocator: {m['allocator']}" in table  # what malloc did with freed memory (litvit.allocator)
+    if GLIBC:
+        assert m["allocator"].startswith("glibc, freed memory kept")
     cfg = record["config"]
     assert (cfg["batch_size"], cfg["img_size"], cfg["rounds"], cfg["repeats"], cfg["reference"]) == (
         2,

@@ -26,12 +26,14 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
     import litvit.models  # noqa: F401  (registers litvit's models with timm)
+    from litvit.allocator import keep_freed_memory
     from litvit.bench.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
     from litvit.bench.runner import KINDS
     from litvit.bench.runtimes import build_runtime
     from litvit.bench.subject import build_subject, make_step
     from litvit.runtime import autocast_dtype
 
+    keep_freed_memory()  # the same allocator as the timed run in the parent
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec.get("device", "cpu"))

@@ -10,6 +10,7 @@ import shlex
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
+from ..allocator import allocator_state
 from ..cpu import cpu_flags, cpu_model
 
 
@@ -124,6 +125,7 @@ def machine_info(device: Any, threads: int) -> Dict[str, Any]:
         "torch": torch.__version__,
         "timm": timm.__version__,
         "threads": threads,
+        "allocator": allocator_state(),
         "device": str(device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command_line(),

@@ -85,6 +85,8 @@ def header(record: Dict[str, Any]) -> List[str]:
     if all(loads):
         lines.append(f"1-min load average: {loads[0][0]:.2f} at the start, {loads[1][0]:.2f} at the end")
     lines += steal_lines(m)
+    if m.get("allocator"):
+        lines.append(f"Allocator: {m['allocator']}")
     if m.get("env"):
         lines.append("Environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items()))
     if m.get("busy_warning"):

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ..allocator import keep_freed_memory
 from ..errors import BenchError, LitvitError, one_line
 from ..runtime import autocast_dtype, precision_name, resolve_device, set_threads
 from .attention import LayerKind
@@ -40,6 +41,7 @@ def prepare(cfg: BenchConfig) -> Tuple[BenchConfig, torch.device, Optional[torch
         raise BenchError("--compile on CPU needs a C/C++ compiler (gcc or clang) on PATH; install one or drop it")
     if cfg.attention and cfg.runtimes != ["eager"]:
         raise BenchError("--runtime applies to the model benchmark: drop it, or --compile the attention layers")
+    keep_freed_memory()  # as every litvit command: each model's steps reuse their buffers (litvit.allocator)
     batch = cfg.batch_size or (64 if device.type == "cuda" else kind_of(cfg).cpu_batch)
     cfg = replace(cfg, batch_size=batch, dtype=precision_name(amp), device=str(device))
     cfg = kind_of(cfg).validate(cfg)

@@ -1,0 +1,58 @@
+"""litvit.allocator: freed memory is reused (no page faults on a later step's buffers), and only where asked."""
+
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from litvit import allocator
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+# Allocates, fills and frees a 64 MiB tensor three times; prints the minor page faults of the third time (the first two
+# settle the heap: torch asks for 64-byte aligned blocks, so one freed block of the exact size is not enough).
+_PROBE = textwrap.dedent(
+    """
+    import resource, sys
+    import torch
+    from litvit.allocator import keep_freed_memory
+    applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+    torch.empty(16 << 20).fill_(1.0)
+    torch.empty(16 << 20).fill_(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(16 << 20).fill_(2.0)
+    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """
+)
+
+
+def _second_allocation_faults(mode: str) -> tuple:
+    out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True).stdout
+    applied, faults = out.split()
+    return applied == "True", int(faults)
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+def test_kept_memory_is_reused_without_page_faults():
+    applied, kept = _second_allocation_faults("keep")
+    _, default = _second_allocation_faults("default")
+    assert applied
+    pages = (64 << 20) // 4096
+    assert default > pages // 2, f"glibc's default should map the 64 MiB block afresh ({default} faults)"
+    assert kept < pages // 20, f"the freed block should be reused, not faulted in again ({kept} faults)"
+
+
+def test_env_var_turns_it_off(monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setenv(allocator.ENV_VAR, "0")
+    assert allocator.keep_freed_memory() is False
+    assert f"{allocator.ENV_VAR}=0" in allocator.allocator_state()
+
+
+def test_other_platforms_change_nothing(monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setattr(allocator, "_glibc", lambda: None)
+    assert allocator.keep_freed_memory(True) is False
+    assert "not glibc" in allocator.allocator_state()
