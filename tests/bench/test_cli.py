@@ -93,6 +93,9 @@ def test_bf16_train_run_reports_logit_check_and_step_macs(tmp_path):
     assert len(nano["throughput"]["times_s"]) == 2
     assert "latency" not in nano and "memory" not in nano
     assert "bf16 logit rel. diff" in table and "latency b1" not in table
+    bf16_probe = record["matmul"]["bf16"]  # a bf16 product beside the fp32 probe, named in the header
+    assert bf16_probe["dtype"] == "bf16" and bf16_probe["gflops_median"] > 0 and len(bf16_probe["times_s"]) == 2
+    assert "Matmul bf16 (same size, same run)" in table
 
 
 def test_quick_attention_run(tmp_path):

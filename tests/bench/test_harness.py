@@ -174,3 +174,13 @@ def test_report_warns_when_the_hypervisor_steals_time():
     lines = steal_lines({"steal_share": 0.42})
     assert "42.0%" in lines[0] and lines[1].startswith("**Warning: the hypervisor took 42%")
     assert len(steal_lines({"steal_share": 0.01})) == 1 and steal_lines({"steal_share": None}) == []
+
+
+def test_slow_bf16_gemm_warning_compares_the_two_probes():
+    """bf16 autocast only pays where bf16 GEMMs beat fp32 ones: the warning fires when the run's bf16 probe was slower
+    (an AMX-less Xeon: ~0.6x) and names the ratio; it stays silent when bf16 is faster or was not probed."""
+    fp32 = matmul_record([[0.10, 0.10]], 1024)  # 2 * 1024^3 FLOPs in 0.1 s
+    slow = dict(fp32, bf16=matmul_record([[0.16, 0.16]], 1024, "bf16"))
+    fast = dict(fp32, bf16=matmul_record([[0.05, 0.05]], 1024, "bf16"))
+    assert machine.slow_bf16_gemm_warning(slow).startswith("bf16 matrix products ran at 0.62x the fp32 ones")
+    assert machine.slow_bf16_gemm_warning(fast) is None and machine.slow_bf16_gemm_warning(fp32) is None

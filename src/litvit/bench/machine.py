@@ -29,6 +29,22 @@ def bf16_warning(device_type: str, dtype: Optional[str]) -> Optional[str]:
     return "this CPU has no native bf16 (no avx512_bf16 / amx_bf16): bf16 autocast is emulated, far slower than fp32"
 
 
+def slow_bf16_gemm_warning(matmul: Dict[str, Any]) -> Optional[str]:
+    """A warning where the run's bf16 matmul probe was slower than its fp32 one (None where it was not, or did not
+    run). Seen on an Intel Xeon whose hypervisor hides AMX (family 6 model 207, AVX512-BF16 only): oneDNN's bf16 GEMM
+    ran at ~0.6x MKL's fp32 GEMM, so bf16 autocast made GEMM-bound models slower there, not faster."""
+    bf16 = matmul.get("bf16")
+    if not bf16:
+        return None
+    ratio = bf16["gflops_median"] / matmul["gflops_median"]
+    if ratio >= 1.0:
+        return None
+    return (
+        f"bf16 matrix products ran at {ratio:.2f}x the fp32 ones on this CPU: bf16 autocast will not speed up "
+        "GEMM-bound models here; compare the fp32 run too"
+    )
+
+
 def load_average() -> Optional[List[float]]:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 

@@ -75,6 +75,12 @@ def header(record: Dict[str, Any]) -> List[str]:
         f"Matmul peak (fp32 {mm['n']}x{mm['n']}, same run): {mm['gflops_median']:.1f} GFLOP/s median, "
         f"{mm['gflops_best']:.1f} best",
     ]
+    if mm.get("bf16"):
+        b = mm["bf16"]
+        lines.append(
+            f"Matmul bf16 (same size, same run): {b['gflops_median']:.1f} GFLOP/s median, "
+            f"{b['gflops_median'] / mm['gflops_median']:.2f}x the fp32 probe"
+        )
     base = record.get("memory", {}).get("baseline")
     if base and "peak_rss_bytes" in base:
         lines.append(
@@ -89,8 +95,9 @@ def header(record: Dict[str, Any]) -> List[str]:
         lines.append(f"Allocator: {m['allocator']}")
     if m.get("env"):
         lines.append("Environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items()))
-    if m.get("busy_warning"):
-        lines.append(f"**Warning: {m['busy_warning']}**")
+    for key in ("busy_warning", "bf16_gemm_warning"):
+        if m.get(key):
+            lines.append(f"**Warning: {m[key]}**")
     return lines
 
 

@@ -17,7 +17,16 @@ from ..errors import BenchError, LitvitError, one_line
 from ..runtime import autocast_dtype, precision_name, resolve_device, set_threads
 from .attention import LayerKind
 from .config import BenchConfig, check_counts, record_config, split_runtime
-from .machine import bf16_warning, busy_warning, cpu_ticks, load_average, machine_info, others_share, steal_share
+from .machine import (
+    bf16_warning,
+    busy_warning,
+    cpu_ticks,
+    load_average,
+    machine_info,
+    others_share,
+    slow_bf16_gemm_warning,
+    steal_share,
+)
 from .memory import measure_children
 from .models import ModelKind
 from .runtimes import build_runtime, check_runtime
@@ -123,7 +132,13 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
         say(f"litvit bench: warning: {slow_bf16}")
     rows, tasks = build_tasks(kind, specs, cfg, device, amp, say)
     say(f"timing {len(rows)} subjects: {cfg.rounds} rounds x {cfg.repeats} repeats after {cfg.warmup} warm-up")
-    raw, warm, matmul = time_with_matmul_peak(tasks, device, cfg.rounds, cfg.repeats, cfg.warmup, cfg.matmul_n, say)
+    bf16_probe = device.type == "cpu" and "bf16" in precisions
+    raw, warm, matmul = time_with_matmul_peak(
+        tasks, device, cfg.rounds, cfg.repeats, cfg.warmup, cfg.matmul_n, say, bf16_probe=bf16_probe
+    )
+    slow_gemm = slow_bf16_gemm_warning(matmul)
+    if slow_gemm:
+        say(f"litvit bench: warning: {slow_gemm}")
     add_timings(rows, raw, warm, int(cfg.batch_size), matmul["gflops_median"] * 1e9)  # type: ignore[arg-type]
     memory: Dict[str, Any] = {}
     if cfg.memory:
@@ -143,6 +158,7 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
     machine.update(
         load_average_start=load_start,
         busy_warning=busy,
+        bf16_gemm_warning=slow_gemm,
         steal_share=steal_share(ticks_start, ticks_end),
         others_share=others,
     )

@@ -21,6 +21,7 @@ from ..runtime import synchronizer
 Clock = Callable[[], float]
 Times = List[List[float]]  # seconds of each repeat, for each round
 MATMUL = "@matmul"
+MATMUL_BF16 = "@matmul-bf16"
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,11 @@ def interleave(
     return out
 
 
-def matmul_task(device: torch.device, n: int = 2048) -> Callable[[], Any]:
-    """One fp32 n x n @ n x n product (2 n^3 FLOPs) on fixed operands."""
+def matmul_task(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.float32) -> Callable[[], Any]:
+    """One n x n @ n x n product (2 n^3 FLOPs) on fixed operands of `dtype`."""
     g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
-    out = torch.empty(n, n, device=device)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
     return lambda: torch.mm(a, b, out=out)
 
 
@@ -152,9 +153,11 @@ def time_with_matmul_peak(
     warmup: int,
     matmul_n: int,
     say: Callable[[str], None],
+    bf16_probe: bool = False,
 ) -> Tuple[Dict[str, Times], Dict[str, List[float]], Dict[str, Any]]:
     """Interleave `tasks` with the matmul probe; returns (raw times per task, warm-up times, matmul record).
-    `say` reports each task's last call of every round."""
+    `say` reports each task's last call of every round. With `bf16_probe` a bf16 product of the same size runs
+    beside it (the record's "bf16" entry): whether this CPU's bf16 GEMMs are faster than its fp32 ones at all."""
 
     def progress(name: str, r: int, i: int, dt: float) -> None:
         if i == repeats - 1:
@@ -162,5 +165,10 @@ def time_with_matmul_peak(
 
     warm: Dict[str, List[float]] = {}
     all_tasks = dict(tasks, **{MATMUL: matmul_task(device, matmul_n)})
+    if bf16_probe:
+        all_tasks[MATMUL_BF16] = matmul_task(device, matmul_n, torch.bfloat16)
     raw = interleave(all_tasks, rounds, repeats, warmup, sync=synchronizer(device), on_call=progress, warmup_times=warm)
-    return raw, warm, matmul_record(raw.pop(MATMUL), matmul_n)
+    record = matmul_record(raw.pop(MATMUL), matmul_n)
+    if bf16_probe:
+        record["bf16"] = matmul_record(raw.pop(MATMUL_BF16), matmul_n, "bf16")
+    return raw, warm, record
