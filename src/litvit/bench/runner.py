@@ -50,7 +50,9 @@ def prepare(cfg: BenchConfig) -> Tuple[BenchConfig, torch.device, Optional[torch
         raise BenchError("--compile on CPU needs a C/C++ compiler (gcc or clang) on PATH; install one or drop it")
     if cfg.attention and cfg.runtimes != ["eager"]:
         raise BenchError("--runtime applies to the model benchmark: drop it, or --compile the attention layers")
-    keep_freed_memory()  # as every litvit command: each model's steps reuse their buffers (litvit.allocator)
+    # As every litvit command (run_command also calls it; it is idempotent): here too for `run_bench` called as a
+    # library function, so the timed steps run under the same allocator as the measuring children (bench/_child.py).
+    keep_freed_memory()
     batch = cfg.batch_size or (64 if device.type == "cuda" else kind_of(cfg).cpu_batch)
     cfg = replace(cfg, batch_size=batch, dtype=precision_name(amp), device=str(device))
     cfg = kind_of(cfg).validate(cfg)
