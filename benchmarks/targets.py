@@ -43,6 +43,7 @@ def run_all(argv: list) -> int:
         del runs["lowp_infer"]
     if gpu:
         runs["amp_train"] = [*PAIR, OFFICIAL, *batch, "--dtype", "fp16", "--mode", "train", "--no-latency"]
+        runs["attention_fp16"] = ["--attention", "--dtype", "fp16", "--no-memory"]
     for name, run in runs.items():
         rc = main([*run, *common, "--out", str(args.out / name)])
         if rc != 0:

@@ -20,3 +20,12 @@ def pytest_configure(config):
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_gpu_test(request, monkeypatch):
+    """The suite's tests are CPU tests (they compare runs bit for bit and against CPU-made numbers): on a machine with
+    a GPU, 'auto' devices resolve to the CPU in them, as in the subprocesses they start (tests/train/helpers.env).
+    tests/gpu holds the GPU's tests, which see it."""
+    if "gpu" not in request.node.path.parts:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

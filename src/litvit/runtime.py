@@ -146,6 +146,13 @@ def init_distributed(device: Optional[str] = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     dev = resolve_device(device, local_rank)
+    if dev.type == "cuda" and world > 1 and local_world > torch.cuda.device_count():
+        # Two processes on one GPU: NCCL refuses it deep in its first collective ("invalid usage").
+        count = torch.cuda.device_count()
+        raise ConfigError(
+            f"torchrun started {local_world} processes on this machine, which has {count} GPU(s): NCCL needs a GPU "
+            f"per process; use --nproc_per_node {count} (or fewer), or --device cpu (gloo)"
+        )
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -2,11 +2,13 @@
 warning on CPUs where bf16 is emulated."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
+from torch.autograd import DeviceType
 
 from litvit.bench.cli import main
-from litvit.bench.profile import CONV, DEPTHWISE, OPTIMIZER, OTHER, categorize
+from litvit.bench.profile import CONV, DEPTHWISE, OPTIMIZER, OTHER, _op_events, categorize
 
 TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--warmup", "1", "--repeats", "1", "--quiet"]
 
@@ -23,6 +25,17 @@ def test_categorize_by_name_and_conv_weight_shape():
     assert categorize("aten::convolution_backward", [[2, 64, 8, 8], [2, 64, 8, 8], [64, 1, 3, 3]]) == DEPTHWISE
     assert categorize("aten::convolution_backward", [[2, 64, 8, 8], [2, 3, 32, 32], [64, 3, 4, 4]]) == CONV
     assert categorize("aten::some_new_op") == OTHER
+    assert categorize("aten::cudnn_grid_sampler") == "deformable conv (DTM)"  # the sampled DTM on CUDA
+
+
+def test_cuda_profile_counts_each_kernel_once():
+    """On CUDA an op's self device time already holds the kernels it launched; the kernels' own events (and the GPU
+    side of annotations) are left out, else every kernel would count twice (seen on an H200)."""
+    op = SimpleNamespace(name="aten::mm", device_type=DeviceType.CPU)
+    kernel = SimpleNamespace(name="sm80_xmma_gemm_f32f32", device_type=DeviceType.CUDA)
+    annotation = SimpleNamespace(name="Optimizer.step#AdamW.step", device_type=DeviceType.CUDA)
+    assert _op_events([op, kernel, annotation], cuda=True) == [op]
+    assert _op_events([op], cuda=False) == [op]
 
 
 def test_profile_train_step_adds_up_and_separates_the_parts(tmp_path):

@@ -11,6 +11,8 @@ from torch import nn
 
 import litvit.export.quantize as quantize
 from litvit.bench.cli import main
+from litvit.bench.config import BenchConfig
+from litvit.bench.runner import _auto_device
 from litvit.errors import ExportError
 from litvit.export.quantize import check_compilable
 from litvit.runtime import torch_older_than
@@ -163,3 +165,19 @@ def test_frozen_runtime_folds_the_weights_in(tmp_path):
         model.bn.running_mean.add_(1.0)
         assert (model(x) - before).abs().max() > 1e-3
     torch.testing.assert_close(frozen(x), before)
+
+
+@pytest.mark.parametrize(
+    "fields, device",
+    [
+        (dict(runtimes=["eager"]), None),  # auto: CUDA where there is one
+        (dict(runtimes=["eager", "onnxruntime"]), "cpu"),
+        (dict(runtimes=["eager"], models=["litv2_nano", "resnet18@eager,int8"]), "cpu"),
+        (dict(runtimes=["int8+bf16"]), "cpu"),
+        (dict(runtimes=["onnxruntime"], device="cuda"), "cuda"),  # asked for: check_runtime refuses it in one line
+    ],
+)
+def test_auto_device_is_the_cpu_for_cpu_only_runtimes(fields, device):
+    """With no --device, a run that asks for a CPU-only runtime times every runtime on the CPU, also where a GPU is
+    present (where it would otherwise be refused with 'runs on the CPU only')."""
+    assert _auto_device(BenchConfig(**fields)) == device

@@ -111,7 +111,9 @@ def test_weight_unsqueezes_are_folded_into_named_kernels(tmp_path):
         value_info=[helper.make_tensor_value_info("mlp.fc1.weight", TensorProto.FLOAT, [4, 3])],
     )
     path = tmp_path / "g.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    # IR 10 (opset 20 needs >= 9): onnx writes its newest IR by default, which an older onnxruntime refuses to load
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+    onnx.save(model, str(path))
     x = torch.randn(1, 3, 5, 5).numpy()
     import onnxruntime as ort
 

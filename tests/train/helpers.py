@@ -51,9 +51,13 @@ def make_tree(
     return root
 
 
-def env(threads: int = 1) -> Dict[str, str]:
+def env(threads: int = 1, gpu: bool = False) -> Dict[str, str]:
+    """The environment of a test's subprocess: `threads` threads, src/ importable and, unless `gpu`, no GPU visible
+    (these are CPU tests, which compare runs bit for bit; tests/gpu has the GPU's, on a machine that has one)."""
     e = dict(os.environ)
     e.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    if not gpu:
+        e["CUDA_VISIBLE_DEVICES"] = ""
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), e.get("PYTHONPATH", "")])
     return e
 
@@ -65,7 +69,7 @@ def run_module(module: str, args: List[str], cwd: Path, timeout: float = 180) ->
 
 
 def torchrun(
-    module: str, args: List[str], cwd: Path, nproc: int = 2, timeout: float = 240
+    module: str, args: List[str], cwd: Path, nproc: int = 2, timeout: float = 240, gpu: bool = False
 ) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
@@ -78,7 +82,7 @@ def torchrun(
         module,
         *args,
     ]
-    return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=env(gpu=gpu), capture_output=True, text=True, timeout=timeout)
 
 
 def load(path: Path) -> dict:

@@ -10,6 +10,7 @@ per step and shares, one column pair per model.
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from .config import BenchConfig
@@ -24,7 +25,8 @@ CATEGORIES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
                                "mkldnn::_linear_pointwise", "aten::mkldnn_linear", "aten::matmul")),
     # index_select: DTM's fp32 inference gathers its bilinear corners (no other litvit layer uses it)
     ("deformable conv (DTM)", ("torchvision::deform_conv2d", "torchvision::_deform_conv2d_backward",
-                               "aten::grid_sampler_2d", "aten::grid_sampler_2d_backward", "aten::index_select")),
+                               "aten::grid_sampler_2d", "aten::grid_sampler_2d_backward", "aten::index_select",
+                               "aten::cudnn_grid_sampler", "aten::cudnn_grid_sampler_backward")),
     ("attention (SDPA, softmax)", ("aten::_scaled_dot_product_flash_attention_for_cpu",
                                    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
                                    "aten::_softmax", "aten::_softmax_backward_data",
@@ -81,6 +83,15 @@ def _in_optimizer(ev: Any) -> bool:
     return False
 
 
+def _op_events(events: Sequence[Any], cuda: bool) -> List[Any]:
+    """The operators' events. On CUDA the profile also holds the kernels and the GPU side of annotations (such as
+    the optimizer's step) as events of their own, whose time an operator's self device time (the kernels it
+    launched) already counts: only the CPU-side events are kept, so that no kernel is counted twice."""
+    if not cuda:
+        return list(events)
+    return [ev for ev in events if ev.device_type == DeviceType.CPU]
+
+
 def _profile_step(step: Any, warmup: int, repeats: int, cuda: bool) -> Tuple[Dict[str, float], List[Tuple]]:
     """(ms per step by category, [(op, category, ms per step)] by decreasing time) of `repeats` profiled calls."""
     for _ in range(warmup):
@@ -93,7 +104,7 @@ def _profile_step(step: Any, warmup: int, repeats: int, cuda: bool) -> Tuple[Dic
             torch.cuda.synchronize()
     by_cat: Dict[str, float] = {c: 0.0 for c in ORDER}
     by_op: Dict[Tuple[str, str], float] = {}
-    for ev in prof.events():
+    for ev in _op_events(prof.events(), cuda):
         us = ev.self_device_time_total if cuda else ev.self_cpu_time_total
         if us == 0:
             continue

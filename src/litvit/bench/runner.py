@@ -16,7 +16,7 @@ from ..allocator import keep_freed_memory
 from ..errors import BenchError, LitvitError, one_line
 from ..runtime import autocast_dtype, precision_name, resolve_device, set_threads
 from .attention import LayerKind
-from .config import BenchConfig, check_counts, record_config, split_runtime
+from .config import BenchConfig, check_counts, record_config, split_model, split_runtime
 from .machine import (
     bf16_warning,
     busy_warning,
@@ -29,7 +29,7 @@ from .machine import (
 )
 from .memory import measure_children
 from .models import ModelKind
-from .runtimes import build_runtime, check_runtime
+from .runtimes import CPU_ONLY, build_runtime, check_runtime
 from .subject import Kind, Spec, build_subject, make_step
 from .timing import Times, flatten, rate_summary, summarize, time_with_matmul_peak
 
@@ -44,7 +44,11 @@ def kind_of(cfg: BenchConfig) -> Kind:
 def prepare(cfg: BenchConfig) -> Tuple[BenchConfig, torch.device, Optional[torch.dtype]]:
     """Check `cfg` before anything is built; returns it with batch size, precision and device resolved."""
     check_counts(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_device(_auto_device(cfg))
+    if device.type == "cuda":
+        # cuDNN times its kernels for each convolution shape at its first call (in the warm-up) and keeps the fastest,
+        # as timm's benchmark and the official code's main() ask; every subject of the run gets the same.
+        torch.backends.cudnn.benchmark = True
     amp = autocast_dtype(cfg.dtype, device)
     if cfg.compile and device.type == "cpu" and not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
         raise BenchError("--compile on CPU needs a C/C++ compiler (gcc or clang) on PATH; install one or drop it")
@@ -64,6 +68,15 @@ def prepare(cfg: BenchConfig) -> Tuple[BenchConfig, torch.device, Optional[torch
         base, precision = split_runtime(rt)
         check_runtime(base, device, autocast_dtype(precision or cfg.dtype, device), cfg.mode, models)
     return cfg, device, amp
+
+
+def _auto_device(cfg: BenchConfig) -> Optional[str]:
+    """cfg.device, except that with no device given a run asking for a CPU-only runtime (onnxruntime, int8) runs
+    on the CPU, so that every runtime of it is timed side by side on one device even where a GPU is present."""
+    if cfg.device not in (None, "auto") or cfg.attention:
+        return cfg.device
+    asked = [*cfg.runtimes, *(rt for m in cfg.models for rt in (split_model(m)[1] or ()))]
+    return "cpu" if any(split_runtime(rt)[0] in CPU_ONLY for rt in asked) else cfg.device
 
 
 def printer(verbose: bool) -> Say:

@@ -1,0 +1,48 @@
+"""litvit.runtime: device resolution and joining torchrun's process group, without a GPU (CUDA is simulated)."""
+
+import pytest
+import torch
+
+from litvit import runtime as rt
+from litvit.errors import ConfigError
+
+
+def _torchrun_env(monkeypatch, world: int, local_world: int, local_rank: int = 0) -> None:
+    values = dict(WORLD_SIZE=world, RANK=local_rank, LOCAL_RANK=local_rank, LOCAL_WORLD_SIZE=local_world)
+    for key, value in values.items():
+        monkeypatch.setenv(key, str(value))
+
+
+def _gpus(monkeypatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    """Two torchrun processes on a one-GPU machine would both take cuda:0, which NCCL refuses deep in its first
+    collective ('invalid usage'): refused before the process group is set up, with the fix."""
+    _torchrun_env(monkeypatch, world=2, local_world=2, local_rank=1)
+    _gpus(monkeypatch, 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: pytest.fail("set_device reached"))
+    with pytest.raises(ConfigError) as err:
+        rt.init_distributed("auto")
+    assert "2 processes" in str(err.value) and "1 GPU" in str(err.value)
+    assert "--nproc_per_node 1" in str(err.value) and "--device cpu" in str(err.value)
+
+
+def test_one_process_per_gpu_takes_its_local_rank(monkeypatch):
+    _torchrun_env(monkeypatch, world=2, local_world=2, local_rank=1)
+    _gpus(monkeypatch, 2)
+    assert rt.resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+
+
+def test_several_processes_on_the_cpu_join_gloo(monkeypatch):
+    """The one-GPU-per-process rule is NCCL's: CPU processes (gloo) may be as many as torchrun starts."""
+    _torchrun_env(monkeypatch, world=4, local_world=4, local_rank=3)
+    _gpus(monkeypatch, 1)
+    joined = []
+    monkeypatch.setattr(rt.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(rt.dist, "init_process_group", lambda backend, device_id=None: joined.append(backend))
+    info = rt.init_distributed("cpu")
+    assert joined == ["gloo"] and info.device == torch.device("cpu") and info.world_size == 4
+
