@@ -46,3 +46,17 @@ def test_several_processes_on_the_cpu_join_gloo(monkeypatch):
     info = rt.init_distributed("cpu")
     assert joined == ["gloo"] and info.device == torch.device("cpu") and info.world_size == 4
 
+
+def test_bf16_matmul_speed_is_a_positive_ratio():
+    ratio = rt.bf16_matmul_speed(n=64, repeats=1)
+    assert 0 < ratio < 1000
+
+
+def test_slow_bf16_note_only_for_bf16_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(rt, "bf16_matmul_speed", lambda *a, **k: 0.55)
+    cpu = torch.device("cpu")
+    assert rt.slow_bf16_note(cpu, torch.bfloat16).startswith("bf16 matrix products ran at 0.55x the speed of fp32")
+    assert rt.slow_bf16_note(cpu, None) is None  # fp32: no probe, no note
+    assert rt.slow_bf16_note(torch.device("cuda"), torch.bfloat16) is None  # GPUs: tensor cores
+    monkeypatch.setattr(rt, "bf16_matmul_speed", lambda *a, **k: 1.7)
+    assert rt.slow_bf16_note(cpu, torch.bfloat16) is None

@@ -11,6 +11,7 @@ One module for `litvit train`, `litvit eval` and `litvit bench`, so that every c
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
@@ -90,6 +91,42 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.A
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def bf16_matmul_speed(n: int = 1024, repeats: int = 3) -> float:
+    """The speed of a bf16 n x n matrix product on this CPU as a multiple of the fp32 one's (best of `repeats` each,
+    after a warm-up; ~0.1 s where bf16 is native). Under 1 where bf16 GEMMs are emulated (no AVX512-BF16 / AMX:
+    ~0.1x on an AVX2-only AMD EPYC) or slow (~0.6x on an Intel Xeon whose hypervisor hides AMX)."""
+
+    def best(a: torch.Tensor, b: torch.Tensor) -> float:
+        torch.mm(a, b)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return best(a, b) / best(a.bfloat16(), b.bfloat16())
+
+
+def slow_bf16_message(ratio: float) -> Optional[str]:
+    """The warning for bf16 matrix products at `ratio` x the fp32 speed (None at 1 or above)."""
+    if ratio >= 1.0:
+        return None
+    return (
+        f"bf16 matrix products ran at {ratio:.2f}x the speed of fp32 ones on this CPU: bf16 autocast will not speed "
+        "up GEMM-bound models here"
+    )
+
+
+def slow_bf16_note(device: torch.device, amp: Optional[torch.dtype]) -> Optional[str]:
+    """For bf16 autocast on the CPU, a warning where this CPU's bf16 GEMMs are slower than its fp32 ones (None
+    elsewhere): `litvit train / eval --amp bf16` say so before they start, as `litvit bench` does from its probe."""
+    if device.type != "cpu" or amp is not torch.bfloat16:
+        return None
+    return slow_bf16_message(bf16_matmul_speed())
 
 
 def synchronizer(device: torch.device) -> Optional[Callable[[], None]]:

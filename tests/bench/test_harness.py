@@ -182,5 +182,5 @@ def test_slow_bf16_gemm_warning_compares_the_two_probes():
     fp32 = matmul_record([[0.10, 0.10]], 1024)  # 2 * 1024^3 FLOPs in 0.1 s
     slow = dict(fp32, bf16=matmul_record([[0.16, 0.16]], 1024, "bf16"))
     fast = dict(fp32, bf16=matmul_record([[0.05, 0.05]], 1024, "bf16"))
-    assert machine.slow_bf16_gemm_warning(slow).startswith("bf16 matrix products ran at 0.62x the fp32 ones")
+    assert machine.slow_bf16_gemm_warning(slow).startswith("bf16 matrix products ran at 0.62x the speed of fp32 ones")
     assert machine.slow_bf16_gemm_warning(fast) is None and machine.slow_bf16_gemm_warning(fp32) is None

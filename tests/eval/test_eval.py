@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from litvit import runtime as rt
 from litvit.cli import main
 from litvit.data.transforms import data_config, eval_transform
 
@@ -72,6 +73,20 @@ def run_eval(tmp_path, *argv):
     out = tmp_path / "res.json"
     assert main(["eval", *argv, "--json", str(out)]) == 0
     return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("ratio", [0.6, 1.8])
+def test_bf16_eval_warns_where_bf16_gemms_are_slower(val_tree, tmp_path, capsys, monkeypatch, ratio):
+    """`--amp bf16` on a CPU whose bf16 matrix products are slower than fp32 ones (emulated, or oneDNN without AMX)
+    says so before it starts, with the fix; where they are faster it says nothing."""
+    monkeypatch.setattr(rt, "bf16_matmul_speed", lambda *a, **k: ratio)
+    ckpt, data, _, _, n = val_tree
+    args = ["--model", "litv2_nano", "--checkpoint", str(ckpt), "--data", str(data), "--img-size", "32"]
+    res = run_eval(tmp_path, *args, "--workers", "0", "--amp", "bf16")
+    err = capsys.readouterr().err
+    assert res["images"] == n
+    warning = "warning: bf16 matrix products ran at 0.60x the speed of fp32 ones on this CPU"
+    assert (warning in err and "use --amp fp32" in err) if ratio < 1 else "bf16 matrix products" not in err
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 100])

@@ -11,6 +11,7 @@ import pytest
 import timm
 import torch
 
+from litvit import runtime as rt
 from litvit.cli import main
 from litvit.tasks.classification import build_model
 from litvit.train import checkpoint as ckpt_mod
@@ -278,3 +279,15 @@ def test_resume_the_latest_run_and_extend_it(tmp_path, capsys, monkeypatch):
     assert load(run / "last.pth")["progress"]["update"] == 12
     assert main(["train", "--resume", str(run)]) == 0
     assert "already finished" in capsys.readouterr().out
+
+
+def test_bf16_training_warns_where_bf16_gemms_are_slower(tmp_path, capsys, monkeypatch):
+    """`--amp bf16` on a CPU whose bf16 matrix products are slower than fp32 ones says so at the start, with the fix
+    (the probe itself is litvit.runtime.bf16_matmul_speed, tested in tests/test_runtime.py)."""
+    monkeypatch.setattr(rt, "bf16_matmul_speed", lambda *a, **k: 0.58)
+    tree = make_tree(tmp_path / "data")
+    code = main(["train", "--data", str(tree), *FAST, "--amp", "bf16", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: bf16 matrix products ran at 0.58x the speed of fp32 ones on this CPU" in err
+    assert "use --amp fp32" in err

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from ..allocator import allocator_state
 from ..cpu import cpu_flags, cpu_model
+from ..runtime import slow_bf16_message
 
 
 def native_bf16() -> Optional[bool]:
@@ -36,13 +37,8 @@ def slow_bf16_gemm_warning(matmul: Dict[str, Any]) -> Optional[str]:
     bf16 = matmul.get("bf16")
     if not bf16:
         return None
-    ratio = bf16["gflops_median"] / matmul["gflops_median"]
-    if ratio >= 1.0:
-        return None
-    return (
-        f"bf16 matrix products ran at {ratio:.2f}x the fp32 ones on this CPU: bf16 autocast will not speed up "
-        "GEMM-bound models here; compare the fp32 run too"
-    )
+    message = slow_bf16_message(bf16["gflops_median"] / matmul["gflops_median"])
+    return f"{message}; compare the fp32 run too" if message else None
 
 
 def load_average() -> Optional[List[float]]:

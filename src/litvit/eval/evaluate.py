@@ -5,6 +5,7 @@ litvit.data.build's, and a litvit training checkpoint is read through its format
 """
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -133,6 +134,9 @@ def run_eval(args: Any) -> Dict[str, Any]:
         raise ConfigError("--batch-size must be >= 1")
     dist = rt.init_distributed(args.device)
     try:
+        slow_bf16 = rt.slow_bf16_note(dist.device, rt.autocast_dtype(args.amp, dist.device))
+        if slow_bf16 and dist.rank == 0:
+            print(f"warning: {slow_bf16}; use --amp fp32", file=sys.stderr)
         return _run_eval(args, dist)
     finally:
         rt.cleanup()

@@ -176,6 +176,9 @@ def announce(run: Run, resume_path: Optional[Path]) -> None:
     )
     for note in run.parts.notes:
         con.warn(note)
+    slow_bf16 = rt.slow_bf16_note(run.dist.device, run.amp)
+    if slow_bf16:
+        con.warn(f"{slow_bf16}; use --amp fp32")
     if resume_path is not None:
         con.info(f"  resumed from {resume_path} at {st.where()} (optimizer step {st.update})")
     elif cfg.pretrained:
