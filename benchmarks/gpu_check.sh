@@ -9,7 +9,8 @@
 # 2. benchmarks/targets.py --device cuda (batch 64, AMP; LITv2-S beside Swin-T and the official forward,
 #    litv2_s:official; the attention layers in fp32 and fp16), alone on the machine;
 # 3. a per-op CUDA profile of LITv2-S beside the official forward (fp32 and fp16 inference, batch 64), to
-#    OUT_DIR/profile_fp32.md and profile_fp16.md.
+#    OUT_DIR/profile_fp32.md and profile_fp16.md, and LITv2-S with one part at a time run the official way
+#    (litv2_s:official=ffn / hilo / dtm; fp16 inference), to OUT_DIR/parts_fp16.md: which part a gap comes from.
 # Runs from a checkout (src/ goes first on PYTHONPATH) in an environment with torch, torchvision, timm and pytest
 # (pytest-xdist for the suite). Each step's output goes to OUT_DIR, the tables to OUT_DIR/tables.md; the exit status
 # is 1 if a GPU test or a benchmark failed.
@@ -42,7 +43,7 @@ wait $suite; rc=$?
 echo "suite: exit $rc$([ $rc = 124 ] && echo " (stopped at ${SUITE_S} s)"): $(tail -n 1 "$out/suite.txt")" >> "$out/summary.txt"
 
 log "targets (cuda)"
-timeout 300 "$PY" benchmarks/targets.py --device cuda --threads 8 --rounds 5 --out "$out/targets" 2>&1 | tee "$out/targets.txt" || status=1
+timeout 300 "$PY" benchmarks/targets.py --device cuda --threads 8 --rounds 3 --out "$out/targets" 2>&1 | tee "$out/targets.txt" || status=1
 for t in "$out"/targets/*/table.md; do [ -f "$t" ] && { echo "## $t"; cat "$t"; } >> "$out/tables.md"; done
 log "profiles (cuda)"
 for dtype in fp32 fp16; do
@@ -50,5 +51,10 @@ for dtype in fp32 fp16; do
     --warmup 3 --repeats 5 --quiet --out "$out/profile_$dtype" >"$out/profile_$dtype.txt" 2>&1 || status=1
   cp "$out/profile_$dtype/profile.md" "$out/profile_$dtype.md" 2>/dev/null
 done
+log "parts (cuda, fp16)"
+parts="litv2_s:official=ffn litv2_s:official=hilo litv2_s:official=dtm"
+timeout 90 "$PY" -m litvit.bench.cli litv2_s litv2_s:official $parts --device cuda --dtype fp16 --batch-size 64 \
+  --no-latency --no-memory --rounds 3 --quiet --out "$out/parts_fp16" >"$out/parts_fp16.txt" 2>&1 || status=1
+cp "$out/parts_fp16/table.md" "$out/parts_fp16.md" 2>/dev/null
 log "done (status $status); tables: $out/tables.md"
 exit $status

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from litvit.bench.models import check_models, create_model, is_ours, label
-from litvit.bench.official_style import official_style
+from litvit.bench.official_style import official_parts, official_style
 from litvit.errors import BenchError
 from litvit.models.litv2 import litv2_nano
 
@@ -32,6 +32,25 @@ def test_official_forward_equals_litvit(size):
     x = torch.randn(3, 3, *size)
     with torch.no_grad():
         torch.testing.assert_close(official(x), model(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("parts", [("ffn",), ("hilo",), ("dtm",), ("dtm", "ffn")])
+def test_official_parts_alone_compute_the_same_function(parts):
+    """`litv2_s:official=PART`: only those parts the official way, the others litvit's; the same logits."""
+    model = _nano()
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(official_style(model, parts)(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_official_part_names():
+    assert official_parts("litv2_s:official") == ("ffn", "hilo", "dtm")
+    assert official_parts("litv2_s:official=dtm,hilo") == ("dtm", "hilo")
+    assert official_parts("litv2_s") == ()
+    assert label("litv2_s:official=dtm") == "LITv2-S (official dtm)" and not is_ours("litv2_s:official=dtm")
+    for bad in ("litv2_s:official=attn", "litv2_s:official=", "litv2_s:officialdtm"):
+        with pytest.raises(BenchError, match="NAME:official=PART"):
+            check_models([bad])
 
 
 def test_same_parameters_counted_once_and_trained_together():

@@ -16,7 +16,14 @@ from ..errors import BenchError
 from ..runtime import autocast
 from ..variants import get_variant
 from .config import DEFAULT_REFERENCE, BenchConfig, split_model, split_runtime
-from .official_style import OFFICIAL_SUFFIX, is_official_style, official_base, official_style
+from .official_style import (
+    OFFICIAL_PARTS,
+    OFFICIAL_SUFFIX,
+    is_official_style,
+    official_base,
+    official_parts,
+    official_style,
+)
 from .subject import Loss, Spec, Subject, count_step_macs, cross_entropy_loss, params_m
 from .timing import ratio_per_round
 
@@ -37,7 +44,9 @@ LOGIT_TOL = 1e-2  # max relative logit difference of an autocast forward vs fp32
 def label(name: str) -> str:
     """The papers' name: litvit's from litvit.variants, the peers' from PEER_LABELS, else the timm name."""
     if is_official_style(name):
-        return f"{label(official_base(name))} (official code)"
+        parts = official_parts(name)
+        how = "official code" if parts == OFFICIAL_PARTS else f"official {', '.join(parts)}"
+        return f"{label(official_base(name))} ({how})"
     try:
         return get_variant(name).label
     except KeyError:
@@ -65,6 +74,10 @@ def check_models(names: List[str]) -> None:
                 f"{entry!r}: the official-code rows (NAME{OFFICIAL_SUFFIX}) exist for LITv2 classifiers only, "
                 "e.g. litv2_s:official"
             )
+        try:
+            official_parts(entry)
+        except ValueError as e:
+            raise BenchError(str(e)) from None
         if not timm.is_model(name):
             close = get_close_matches(name, timm.list_models(), n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models('*pattern*')"
@@ -81,7 +94,7 @@ def create_model(name: str, img_size: int) -> nn.Module:
     import litvit.models  # noqa: F401
 
     if is_official_style(name):
-        return official_style(create_model(official_base(name), img_size))
+        return official_style(create_model(official_base(name), img_size), official_parts(name))
     cfg = timm.get_pretrained_cfg(name)
     native = cfg.input_size[-1] if cfg is not None and cfg.input_size else 224
     if img_size != native:

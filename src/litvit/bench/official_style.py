@@ -7,6 +7,9 @@ into an NCHW map by transpose + view for the depthwise conv, then GELU as its ow
 `q @ k^T`, softmax and `@ v` (`HiLoMatmul`); DTM on a contiguous NCHW copy through `torchvision.ops.deform_conv2d`
 (the official kernel's arithmetic); the head's mean through AdaptiveAvgPool1d. It computes the same function as
 litvit's LITv2 (tests: 1e-5), so the ratio of the two is the price of the official code's layout and kernels.
+
+`NAME:official=ffn,dtm` runs only the named parts (ffn, hilo, dtm) the official way and the others as litvit does,
+so that a gap to the official code can be put down to a part on the machine it shows on (a GPU, say).
 """
 
 from typing import Tuple
@@ -18,18 +21,43 @@ from torchvision.ops import deform_conv2d
 
 from .attention_layers import HiLoMatmul
 
-__all__ = ["OFFICIAL_SUFFIX", "OfficialStyleLITv2", "is_official_style", "official_base", "official_style"]
+__all__ = [
+    "OFFICIAL_PARTS",
+    "OFFICIAL_SUFFIX",
+    "OfficialStyleLITv2",
+    "is_official_style",
+    "official_base",
+    "official_parts",
+    "official_style",
+]
 
 OFFICIAL_SUFFIX = ":official"  # `litvit bench litv2_s:official`: that LITv2 run as the official code runs it
+OFFICIAL_PARTS = ("ffn", "hilo", "dtm")  # `litv2_s:official=dtm`: only these run the official way
 
 
 def is_official_style(name: str) -> bool:
-    return name.endswith(OFFICIAL_SUFFIX)
+    return OFFICIAL_SUFFIX in name
 
 
 def official_base(name: str) -> str:
-    """'litv2_s:official' -> 'litv2_s' (the model the official forward runs); other names unchanged."""
-    return name[: -len(OFFICIAL_SUFFIX)] if is_official_style(name) else name
+    """'litv2_s:official' (or 'litv2_s:official=dtm') -> 'litv2_s', the model the official forward runs; other names
+    unchanged."""
+    return name.partition(OFFICIAL_SUFFIX)[0]
+
+
+def official_parts(name: str) -> Tuple[str, ...]:
+    """The parts `name` runs the official way: 'litv2_s:official' -> all, 'litv2_s:official=dtm,ffn' -> ('dtm',
+    'ffn'); a ValueError names an unknown part."""
+    _, suffix, rest = name.partition(OFFICIAL_SUFFIX)
+    if not suffix or not rest:
+        return OFFICIAL_PARTS if suffix else ()
+    parts = tuple(rest.removeprefix("=").split(","))
+    unknown = [p for p in parts if p not in OFFICIAL_PARTS]
+    if not rest.startswith("=") or unknown or not parts:
+        raise ValueError(
+            f"{name!r}: write NAME{OFFICIAL_SUFFIX}=PART[,PART] with parts from {', '.join(OFFICIAL_PARTS)}"
+        )
+    return parts
 
 
 def _ffn(mlp: nn.Module, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -68,20 +96,35 @@ def _official_hilo(hilo: nn.Module) -> HiLoMatmul:
 
 
 class OfficialStyleLITv2(nn.Module):
-    """A litvit `LITv2` classifier (its modules and weights, shared) run the way the official code runs it."""
+    """A litvit `LITv2` classifier (its modules and weights, shared) run the way the official code runs it: the
+    `parts` named (all by default) the official way, the others through litvit's own modules."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, parts: Tuple[str, ...] = OFFICIAL_PARTS):
         super().__init__()
         self.model = model
+        self.parts = tuple(parts)
         # HiLo in the official layout, over the same linear layers (shared, so parameters are counted once)
         self.hilo = nn.ModuleDict(
             {
-                f"{i}_{j}": _official_hilo(block.attn)
+                f"{i}_{j}": _official_hilo(block.attn) if "hilo" in self.parts else block.attn
                 for i, stage in enumerate(model.layers)
                 for j, block in enumerate(stage.blocks)
                 if hasattr(block, "attn")
             }
         )
+
+    def _ffn(self, block: nn.Module, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        if "ffn" in self.parts:
+            return _ffn(block.mlp, x, H, W)
+        B, N, C = x.shape
+        return block.mlp(x.reshape(B, H, W, C)).reshape(B, N, C)  # litvit's FFN on the (B, H, W, C) view
+
+    def _dtm(self, dtm: nn.Module, x: torch.Tensor, H: int, W: int) -> Tuple[torch.Tensor, int, int]:
+        if "dtm" in self.parts:
+            return _dtm(dtm, x, H, W)
+        B, _, C = x.shape
+        x = dtm(x.reshape(B, H, W, C))  # litvit's DTM: (B, H, W, C) -> (B, H', W', C')
+        return x.flatten(1, 2), x.shape[1], x.shape[2]  # (B, H', W', C') -> (B, N', C')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
@@ -94,18 +137,19 @@ class OfficialStyleLITv2(nn.Module):
                     B, N, C = x.shape
                     attn = self.hilo[f"{i}_{j}"](block.norm1(x).reshape(B, H, W, C))  # tokens as a (B, H, W, C) view
                     x = x + block.drop_path(attn.reshape(B, N, C))
-                x = x + block.drop_path(_ffn(block.mlp, block.norm2(x), H, W))
+                x = x + block.drop_path(self._ffn(block, block.norm2(x), H, W))
             if not isinstance(stage.downsample, nn.Identity):
-                x, H, W = _dtm(stage.downsample, x, H, W)
+                x, H, W = self._dtm(stage.downsample, x, H, W)
         x = m.norm(x)
         x = F.adaptive_avg_pool1d(x.transpose(1, 2), 1).flatten(1)  # (B, N, C) -> (B, C)
         return m.head(x)
 
 
-def official_style(model: nn.Module) -> OfficialStyleLITv2:
-    """`model` (a litvit LITv2 classifier) wrapped to run as the official code does; raises for other models."""
+def official_style(model: nn.Module, parts: Tuple[str, ...] = OFFICIAL_PARTS) -> OfficialStyleLITv2:
+    """`model` (a litvit LITv2 classifier) wrapped to run as the official code does (only `parts` of it); raises for
+    other models."""
     from ..models.litv2 import LITv2
 
     if not isinstance(model, LITv2):
         raise TypeError(f"the official-code rows exist for LITv2 classifiers only, not {type(model).__name__}")
-    return OfficialStyleLITv2(model).train(model.training)
+    return OfficialStyleLITv2(model, parts).train(model.training)
