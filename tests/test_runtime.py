@@ -47,9 +47,13 @@ def test_several_processes_on_the_cpu_join_gloo(monkeypatch):
     assert joined == ["gloo"] and info.device == torch.device("cpu") and info.world_size == 4
 
 
-def test_bf16_matmul_speed_is_a_positive_ratio():
+def test_bf16_matmul_speed_is_a_positive_ratio_and_leaves_the_random_stream_alone():
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
     ratio = rt.bf16_matmul_speed(n=64, repeats=1)
     assert 0 < ratio < 1000
+    assert torch.equal(torch.rand(3), expected)  # a training run's draws (and its exact resume) are unchanged
 
 
 def test_slow_bf16_note_only_for_bf16_on_the_cpu(monkeypatch):
