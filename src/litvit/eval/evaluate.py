@@ -133,8 +133,6 @@ def run_eval(args: Any) -> Dict[str, Any]:
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
     dist = rt.init_distributed(args.device)
-    if dist.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: cuDNN keeps each conv's fastest kernel (as timm's)
     try:
         slow_bf16 = rt.slow_bf16_note(dist.device, rt.autocast_dtype(args.amp, dist.device))
         if slow_bf16 and dist.rank == 0:
@@ -154,6 +152,8 @@ def _run_eval(args: Any, dist: rt.DistInfo) -> Dict[str, Any]:
 
         return run_dense_eval(args, dist, task, raw)
     device = dist.device
+    if device.type == "cuda":  # one input size: cuDNN keeps each conv's fastest kernel (timm's validate does too)
+        torch.backends.cudnn.benchmark = True
     amp = rt.autocast_dtype(args.amp, device)
     model, info = load_eval_model(
         args.model, args.checkpoint, args.ema, dict(args.model_kwargs), args.img_size, raw=raw
