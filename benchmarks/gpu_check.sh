@@ -5,7 +5,7 @@
 #
 # 1. the GPU-marked tests (tests/gpu: CUDA vs the official fixtures <= 1e-4 on every family, fp16 / bf16 autocast,
 #    a training step against the CPU's gradients, a 1-GPU nccl torchrun run) and, beside them on the spare cores,
-#    the whole suite with the GPU visible (it must pass where CUDA is available too; capped at SUITE_S seconds);
+#    the whole suite on the GPU machine (its tests keep to the CPU, tests/conftest.py; capped at SUITE_S seconds);
 # 2. benchmarks/targets.py --device cuda (batch 64, AMP; LITv2-S beside Swin-T and the official forward,
 #    litv2_s:official; the attention layers in fp32 and fp16), alone on the machine;
 # 3. a per-op CUDA profile of LITv2-S beside the official forward (fp32 and fp16 inference, batch 64), to
