@@ -10,7 +10,8 @@
 #    litv2_s:official; the attention layers in fp32 and fp16), alone on the machine;
 # 3. a per-op CUDA profile of LITv2-S beside the official forward (fp32 and fp16 inference, batch 64), to
 #    OUT_DIR/profile_fp32.md and profile_fp16.md, and LITv2-S with one part at a time run the official way
-#    (litv2_s:official=ffn / hilo / dtm; fp16 inference), to OUT_DIR/parts_fp16.md: which part a gap comes from.
+#    (litv2_s:official=ffn / hilo / dtm; fp16 inference, with GPU memory), to OUT_DIR/parts_fp16.md: which part a
+#    gap in speed or memory comes from.
 # Runs from a checkout (src/ goes first on PYTHONPATH) in an environment with torch, torchvision, timm and pytest
 # (pytest-xdist for the suite). Each step's output goes to OUT_DIR, the tables to OUT_DIR/tables.md; the exit status
 # is 1 if a GPU test or a benchmark failed.
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 out=${1:-out/gpu_check}
 mkdir -p "$out"
 PY=${PYTHON:-$(command -v python || command -v python3)}
-SUITE_S=${SUITE_S:-120}
+SUITE_S=${SUITE_S:-90}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
 log() { echo "=== $(date -u +%T) $*" | tee -a "$out/summary.txt"; }
@@ -54,7 +55,7 @@ done
 log "parts (cuda, fp16)"
 parts="litv2_s:official=ffn litv2_s:official=hilo litv2_s:official=dtm"
 timeout 90 "$PY" -m litvit.bench.cli litv2_s litv2_s:official $parts --device cuda --dtype fp16 --batch-size 64 \
-  --no-latency --no-memory --rounds 3 --quiet --out "$out/parts_fp16" >"$out/parts_fp16.txt" 2>&1 || status=1
+  --no-latency --rounds 3 --quiet --out "$out/parts_fp16" >"$out/parts_fp16.txt" 2>&1 || status=1
 cp "$out/parts_fp16/table.md" "$out/parts_fp16.md" 2>/dev/null
 log "done (status $status); tables: $out/tables.md"
 exit $status
