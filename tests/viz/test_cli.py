@@ -1,5 +1,7 @@
 """`litvit viz`: files written per image, unreadable images named and skipped, bad inputs one line with exit 2."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,15 @@ def test_writes_a_figure_and_arrays_per_image(kind, images, tmp_path, capsys):
             assert arrays["heat"].shape == (64, 64)
         else:
             assert arrays["maps/layers.3.blocks.0.attn.lofi"].shape == (8, 64, 64)
+
+
+def test_cam_without_pytorch_grad_cam_is_one_line(images, tmp_path, capsys, monkeypatch):
+    """An optional dependency that is not installed: the extra to install, not a traceback (exit 2)."""
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # `import pytorch_grad_cam` raises ImportError
+    assert main(["viz", "cam", str(images / "a.png"), "--model", "litv2_nano", "--out", str(tmp_path / "o")]) == 2
+    err = _err_lines(capsys)
+    assert err[-1] == "litvit viz: cam needs pytorch-grad-cam: pip install 'litvit[viz]'"
+    assert not any("Traceback" in line for line in err)
 
 
 def test_frequency_writes_one_mean_figure(images, tmp_path):

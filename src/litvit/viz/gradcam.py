@@ -48,8 +48,11 @@ def nhwc_reshape(grid: Tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor
 def cam(model: nn.Module, x: torch.Tensor, target: Optional[int] = None) -> Tuple[np.ndarray, int]:
     """Grad-CAM of image `x` (1, 3, H, W) (the first image if a batch) for class `target` (default: the model's
     top-1). Returns (heat (H, W) in [0, 1], the class explained)."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        raise ConfigError("cam needs pytorch-grad-cam: pip install 'litvit[viz]'") from None
 
     x = model_input(model, x)[:1]
     num_classes = getattr(model, "num_classes", 0)
