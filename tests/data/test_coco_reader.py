@@ -142,6 +142,7 @@ def test_other_classes_than_the_model_are_refused(tmp_path):
         read_coco(str(make_coco(tmp_path, GOOD)), "train", False, classes=["three", "eight"])
 
 
+@pytest.mark.needs("pycocotools")
 def test_dataset_items_and_flip(tmp_path):
     coco = read_coco(str(make_coco(tmp_path, GOOD)), "train", True, with_masks=True)
     image, target = DetectionDataset(coco, with_masks=True)[0]

@@ -33,6 +33,7 @@ def test_same_settings_same_files(scenes, tmp_path):
     assert _digest(other) != _digest(scenes)
 
 
+@pytest.mark.needs("pycocotools")
 def test_boxes_enclose_masks_and_label_maps_agree(scenes):
     coco = json.loads((scenes / "coco" / "annotations" / "instances_train.json").read_text())
     assert [c["name"] for c in coco["categories"]] == [str(d) for d in range(10)]
@@ -66,6 +67,7 @@ def test_reader_takes_every_scene(scenes):
     assert (scenes / "ade" / "classes.txt").read_text().split() == ["background", *map(str, range(10))]
 
 
+@pytest.mark.needs("pycocotools")
 def test_rle_round_trip():
     rng = np.random.default_rng(0)
     for shape in ((5, 7), (1, 1), (8, 3)):

@@ -110,6 +110,7 @@ def _real_viz_missing() -> str:
     return ""
 
 
+@pytest.mark.needs("pytorch_grad_cam")
 @pytest.mark.skipif(bool(_real_viz_missing()), reason=_real_viz_missing() or "-")
 @pytest.mark.parametrize("name", ["litv2_nano", "lit_ti"])
 def test_render_with_the_real_litvit_viz(name):

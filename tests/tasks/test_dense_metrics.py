@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from litvit.data.scenes import rle_encode
@@ -42,6 +43,7 @@ def _detections(shift=0.0, with_masks=False):
     return results
 
 
+@pytest.mark.needs("pycocotools")
 def test_perfect_boxes_score_one_and_shifted_ones_less():
     gt = _gt()
     assert math.isclose(coco_map(gt, _detections())["mAP"], 1.0)
@@ -51,11 +53,13 @@ def test_perfect_boxes_score_one_and_shifted_ones_less():
     assert coco_map(gt, [])["mAP"] == 0.0
 
 
+@pytest.mark.needs("pycocotools")
 def test_wrong_class_scores_zero():
     wrong = [{**r, "category_id": CATS[0] if r["category_id"] == CATS[1] else CATS[1]} for r in _detections()]
     assert coco_map(_gt(), wrong)["mAP"] == 0.0
 
 
+@pytest.mark.needs("pycocotools")
 def test_perfect_masks_score_one():
     gt, dets = _gt(with_masks=True), _detections(with_masks=True)
     assert isinstance(dets[0]["segmentation"]["counts"], str)

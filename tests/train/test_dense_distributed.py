@@ -15,7 +15,10 @@ NANO = ["backbone_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 1,
 
 @pytest.mark.parametrize(
     "task, data, score, extra",
-    [("det", "coco", "bbox_mAP", ["--max-size", "64"]), ("seg", "ade", "mIoU", ["--max-size", "128"])],
+    [
+        pytest.param("det", "coco", "bbox_mAP", ["--max-size", "64"], marks=pytest.mark.needs("pycocotools")),
+        ("seg", "ade", "mIoU", ["--max-size", "128"]),
+    ],
 )
 def test_two_process_dense_run(tmp_path, task, data, score, extra):
     scenes = write_scenes(tmp_path / "scenes", size=64, counts=(8, 5))  # 5 val images: an odd split over 2 ranks

@@ -26,7 +26,10 @@ def scenes(tmp_path_factory):
 @pytest.mark.parametrize(
     "task, model, data, extra, keys",
     [
-        ("det", "mask_rcnn_litv2_s", "coco", ["--max-size", "64", *RCNN], ("val_bbox_mAP", "val_segm_mAP")),
+        pytest.param(
+            *("det", "mask_rcnn_litv2_s", "coco", ["--max-size", "64", *RCNN], ("val_bbox_mAP", "val_segm_mAP")),
+            marks=pytest.mark.needs("pycocotools"),
+        ),
         ("seg", "semantic_fpn_litv2_s", "ade", ["--max-size", "128", *SEG], ("val_mIoU", "val_loss")),
     ],
 )

@@ -9,6 +9,8 @@ from litvit.viz import cam
 
 from .conftest import tiny
 
+pytestmark = pytest.mark.needs("pytorch_grad_cam")
+
 
 @pytest.mark.parametrize("size", [(64, 64), (100, 84)])  # odd: LIT-Ti stage 4 is 3 x 2 tokens
 def test_heat_in_unit_range_and_class_dependent(family, size):

@@ -27,7 +27,9 @@ def _err_lines(capsys) -> list:
     return [line for line in capsys.readouterr().err.splitlines() if line]
 
 
-@pytest.mark.parametrize("kind", ["offsets", "attention", "cam"])
+@pytest.mark.parametrize(
+    "kind", ["offsets", "attention", pytest.param("cam", marks=pytest.mark.needs("pytorch_grad_cam"))]
+)
 def test_writes_a_figure_and_arrays_per_image(kind, images, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["viz", kind, str(images), "--model", "litv2_nano", "--out", str(out), "--img-size", "64"]) == 0

@@ -1,6 +1,7 @@
 """Figures decode as PNGs with content; load_image gives the model's eval tensor and the picture it shows."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -36,6 +37,7 @@ def test_load_image_matches_the_model_transform(tmp_path):
     assert x2.shape == (1, 3, 48, 48) and shown2.size == (48, 48)
 
 
+@pytest.mark.needs("pytorch_grad_cam")
 def test_every_figure_writes_a_png(tmp_path):
     model = tiny("litv2")
     x, shown = load_image(_photo(), model, img_size=64)
