@@ -15,7 +15,7 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # for the subprocesses tests start
-    config.addinivalue_line("markers", "needs(module, ...): the test uses an optional dependency (see _installed)")
+    config.addinivalue_line("markers", "needs(module, ...): uses an optional dependency (pytest_runtest_setup)")
 
 
 def _installed(module: str) -> bool:
