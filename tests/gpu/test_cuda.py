@@ -10,6 +10,10 @@ import math
 import pytest
 import torch
 
+from litvit.bench.cli import main as bench_main
+from litvit.bench.official_style import official_style
+from litvit.bench.profile import OPTIMIZER
+
 from ..models.test_parity import FIXTURE_FILES, build_from_fixture
 from ..train.helpers import torchrun
 
@@ -104,3 +108,27 @@ def test_torchrun_one_gpu_nccl(tmp_path):
     assert summary["world_size"] == 1
     assert summary["final_top1"] >= 90.0, summary  # percent
     assert (out / "last.pth").is_file()
+
+
+@pytest.mark.parametrize("parts", [("ffn", "hilo", "dtm"), ("ffn",), ("hilo",), ("dtm",)], ids="+".join)
+def test_official_forward_and_its_parts_equal_litvit_on_cuda(parts):
+    """`litvit bench`'s official-code rows (and `:official=PART`) compute litvit's function on the GPU too, so their
+    speed ratios there compare the same arithmetic."""
+    model, fixture = _fixture_model(next(p for p in FIXTURE_FILES if p.stem == "litv2_cls_tiny"))
+    model = model.cuda()
+    x = fixture["input"].cuda()
+    with torch.no_grad():
+        diff = (official_style(model, parts)(x) - model(x)).abs().max().item()
+    assert diff <= CUDA_VS_CPU, f"official {parts}: max |diff| {diff:.2e}"
+
+
+def test_bench_profile_on_cuda_counts_each_kernel_once(tmp_path):
+    """`litvit bench --profile` on a GPU: operators only (each kernel's time counted once, in the op that launched it),
+    the DTM's cuDNN grid sampler in its category, the optimizer's step in its own."""
+    out = tmp_path / "p"
+    args = ["litv2_nano", "--profile", "--mode", "train", "--device", "cuda", "--img-size", "64", "--batch-size", "4"]
+    assert bench_main([*args, "--warmup", "1", "--repeats", "2", "--quiet", "--out", str(out)]) == 0
+    p = json.loads((out / "profile.json").read_text())["profiles"]["litv2_nano"]
+    assert p["categories"]["deformable conv (DTM)"] > 0 and p["categories"][OPTIMIZER] > 0
+    kernels = [op for op, _, _ in p["top_ops"] if op.startswith("void ") or "(" in op or "<" in op]
+    assert not kernels, f"kernel events counted beside their ops: {kernels}"
