@@ -1,5 +1,5 @@
-"""The oneDNN fast paths of bf16 CPU inference (`litvit.layers.fused_cpu`) compute what the plain ops compute, and
-are taken only where they may be: eager CPU inference in bf16 on a CPU that runs bf16 natively."""
+"""The oneDNN fast paths of CPU inference (`litvit.layers.fused_cpu`) compute what the plain ops compute, and are
+taken only where they may be: eager CPU inference, in fp32, or in bf16 on a CPU that runs bf16 natively."""
 
 import pytest
 import torch
@@ -34,7 +34,21 @@ def test_linear_is_a_drop_in_nn_linear():
     x = torch.randn(3, 5, 24)
     torch.testing.assert_close(fast(x), plain(x), atol=0, rtol=0)  # fp32 and grad: the same F.linear
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), plain(x), atol=0, rtol=0)
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-6, rtol=1e-6)  # oneDNN's GEMM: only the order differs
+
+
+@pytest.mark.skipif(not HAS_FUSED_LINEAR, reason="this build has no oneDNN linear")
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(7, 24), (2, 5, 6, 24), "strided"])
+def test_linear_fp32_inference_runs_onednn_and_equals_f_linear(shape, bias):
+    fast, plain = _linear_pair(bias)
+    x = torch.randn(2, 5, 48)[..., ::2] if shape == "strided" else torch.randn(*shape)
+    with torch.no_grad():
+        ref = plain(x)
+        out, ops = _ops(lambda: fast(x))
+    assert any("_linear_pointwise" in k for k in ops) and not any(k == "aten::addmm" for k in ops)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
 
 
 @needs_bf16
@@ -58,11 +72,13 @@ def test_linear_keeps_the_plain_path_where_it_must():
     with torch.autocast("cpu", torch.bfloat16):
         _, ops = _ops(lambda: fast(x).sum().backward())  # training: autograd needs the plain graph
     assert not any("_linear_pointwise" in k for k in ops) and fast.weight.grad is not None
-    with torch.no_grad():
-        _, ops = _ops(lambda: fast(x))  # fp32: F.linear's summation order is kept
+    with torch.no_grad(), torch.autocast("cpu", torch.float16):
+        _, ops = _ops(lambda: fast(x))  # autocast to another dtype: F.linear, which autocast casts
         assert not any("_linear_pointwise" in k for k in ops)
+    with torch.no_grad():
         empty = fast(torch.randn(0, 24).bfloat16().float())
-    assert empty.shape == (0, 40)
+        double = fast.double()(x.double())  # fp64: the plain op
+    assert empty.shape == (0, 40) and double.dtype == torch.float64
 
 
 @needs_bf16

@@ -9,6 +9,11 @@ from litvit.models import LIT, LITBackbone, LITTi, LITTiBackbone, LITv2, LITv2Ba
 
 FIXTURES = Path(__file__).parents[1] / "data" / "official"
 TOLERANCE = 1e-5
+# The dense fixtures run one image at a time (batch slices): DTM's offset conv is a oneDNN conv, which picks its kernel
+# by batch size, so its offsets round differently at batch 1 than at the fixture's batch 2 (3.6e-7), and the stage-2
+# output LayerNorm amplifies that to 1.1e-5 (AMD EPYC, torch 2.14). The official output is itself that far from one
+# with exact offsets: an fp64 offset conv gives 1.0e-5 at batch 1 and 2 alike. Classification fixtures keep 1e-5.
+DENSE_PER_IMAGE_TOLERANCE = 2e-5
 
 
 def build_from_fixture(name: str, config: dict) -> torch.nn.Module:
@@ -104,6 +109,7 @@ def test_official_fixture_in_batch_slices(path: Path, monkeypatch: pytest.Monkey
     with torch.no_grad():
         out = model(fixture["input"])
     outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    tolerance = TOLERANCE if isinstance(out, torch.Tensor) else DENSE_PER_IMAGE_TOLERANCE
     for ours_out, expected in zip(outs, fixture["outputs"]):
-        torch.testing.assert_close(ours_out, expected, atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(ours_out, expected, atol=tolerance, rtol=0)
     assert seen and set(seen) == {1}, f"stages saw batches {seen}, not single-image slices"

@@ -11,6 +11,7 @@ TorchScript (callers check `torch.jit.is_scripting()` first).
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 __all__ = ["HAS_FUSED_CONV", "HAS_FUSED_LINEAR", "ONEDNN_BF16", "Linear", "inference_fast_path", "runs_in_bf16"]
 
@@ -33,6 +34,7 @@ def inference_fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         isinstance(x, torch.Tensor)  # not an FX proxy: tracing records the plain path
         and not torch.compiler.is_compiling()  # torch.compile / torch.export trace the plain ops
+        and not is_in_torch_dispatch_mode()  # FlopCounterMode, fake tensors, ...: they know the plain ops
         and not torch.is_grad_enabled()
         and weight.device.type == "cpu"
         and x.device.type == "cpu"
@@ -51,33 +53,37 @@ def runs_in_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` (same parameters, state_dict and init) whose bf16 CPU inference adds the bias inside the GEMM.
+    """`nn.Linear` (same parameters, state_dict and init) whose CPU inference runs oneDNN's GEMM, bias in its epilogue.
 
-    `F.linear` with a bias runs `addmm`, which first writes the broadcast bias into the whole output and then
-    accumulates the product onto it: one extra pass over the output. On LITv2-S's stage-1 fc1 (50176 tokens, 96 ->
-    384) under bf16 autocast on an AMX Xeon, `F.linear` took 12.0 ms, oneDNN's linear 6.9 ms and the GEMM without a
-    bias 6.4 ms. oneDNN's linear applies the bias in its epilogue; the results are the same (both are oneDNN bf16
-    GEMMs with fp32 accumulation). fp32 keeps `F.linear`: there the same swap gained nothing on the whole model
-    (LITv2-S batch 16, same machine: 1.29 vs 1.27 s), as the first touch of a fresh output costs the same either way.
+    `F.linear` on a CPU is `addmm` in MKL: it first writes the broadcast bias into the whole output, then accumulates
+    the product onto it (one extra pass over the output), and MKL's fp32 GEMM is tuned for Intel's cores. oneDNN's
+    linear applies the bias in its epilogue and has its own AVX-512 / AVX2 kernels. bf16 (AMX Xeon, LITv2-S stage-1
+    fc1 under autocast): `F.linear` 12.0 ms, oneDNN 6.9 ms, the GEMM without a bias 6.4 ms; the same results (both
+    oneDNN bf16 GEMMs with fp32 accumulation). fp32 (AMD EPYC with AVX-512, 2 threads, every LITv2-S linear shape at
+    batch 16 and batch 1): oneDNN 1.01-1.72x MKL's `addmm`, 184-217 vs 107-199 GFLOP/s; on an AMX Xeon the two were
+    even on the whole model (1.29 vs 1.27 s). fp32 results differ from `F.linear`'s only in summation order (~1e-6
+    relative). Training, autocast to another dtype, tracing and other devices keep `F.linear`.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and self._bf16_epilogue(x):
-            return self._linear_bf16(x)
+        if not torch.jit.is_scripting() and self._onednn_path(x):
+            return self._linear_onednn(x)
         return F.linear(x, self.weight, self.bias)
 
     @torch.jit.unused
-    def _bf16_epilogue(self, x: torch.Tensor) -> bool:
-        return (
-            inference_fast_path(x, self.weight)
-            and HAS_FUSED_LINEAR
-            and x.dim() >= 2
-            and x.numel() > 0
-            and runs_in_bf16(x, self.weight)
-        )
+    def _onednn_path(self, x: torch.Tensor) -> bool:
+        if not (inference_fast_path(x, self.weight) and HAS_FUSED_LINEAR and x.dim() >= 2 and x.numel() > 0):
+            return False
+        return runs_in_bf16(x, self.weight) or _plain_fp32(x, self.weight)
 
     @torch.jit.unused
-    def _linear_bf16(self, x: torch.Tensor) -> torch.Tensor:
-        bf16 = torch.bfloat16
-        bias = None if self.bias is None else self.bias.to(bf16)
-        return torch.ops.mkldnn._linear_pointwise(x.to(bf16), self.weight.to(bf16), bias, "none", [], "")
+    def _linear_onednn(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = torch.bfloat16 if runs_in_bf16(x, self.weight) else torch.float32
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return torch.ops.mkldnn._linear_pointwise(x.to(dtype), self.weight.to(dtype), bias, "none", [], "")
+
+
+@torch.jit.unused
+def _plain_fp32(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """fp32 input and weight, and no CPU autocast that would cast them to another dtype."""
+    return x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
