@@ -12,8 +12,8 @@ stay in the last-level cache from one op of a block to the next.
 In inference every block is per image (LayerNorm per token, BatchNorm and dropout in eval mode), so the sliced run
 gives each image the same result (LITv2-S's logits at batch 16: unchanged to the last bit; the official fixtures,
 one image per slice: classification within 1e-5, dense within 2e-5, as at batch 1, where oneDNN's offset conv
-rounds differently from batch 2: tests/models/test_parity.py). Only eager CPU inference slices: autograd, tracing, torch.compile / torch.export
-and TorchScript see the plain loop.
+rounds differently from batch 2: tests/models/test_parity.py). Only eager CPU inference slices: autograd, tracing,
+torch.compile / torch.export and TorchScript see the plain loop.
 """
 
 from typing import Callable, Optional, Tuple
