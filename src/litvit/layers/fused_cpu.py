@@ -3,9 +3,9 @@
 Why: eager PyTorch runs every elementwise op as its own pass over memory, and LITv2's early stages are large maps
 with little arithmetic, so a saved pass is saved time. oneDNN (the kernels inductor's CPU backend calls) can apply
 a bias or an activation inside the kernel that writes the tensor. The fast paths are taken only where they compute
-what the plain ops compute (fp32: the same kernel family; bf16: where the plain op would also run in bf16) and
-where nothing needs the plain graph: no autograd, no torch.compile / torch.export tracing, no FX proxy, no
-TorchScript (callers check `torch.jit.is_scripting()` first).
+what the plain ops compute (fp32: the same sums, up to their order; bf16: where the plain op would also run in bf16)
+and where nothing needs the plain graph: no autograd, no torch.compile / torch.export tracing, no dispatch mode (a
+FLOP counter, fake tensors), no FX proxy, no TorchScript (callers check `torch.jit.is_scripting()` first).
 """
 
 import torch
@@ -60,9 +60,10 @@ class Linear(nn.Linear):
     linear applies the bias in its epilogue and has its own AVX-512 / AVX2 kernels. bf16 (AMX Xeon, LITv2-S stage-1
     fc1 under autocast): `F.linear` 12.0 ms, oneDNN 6.9 ms, the GEMM without a bias 6.4 ms; the same results (both
     oneDNN bf16 GEMMs with fp32 accumulation). fp32 (AMD EPYC with AVX-512, 2 threads, every LITv2-S linear shape at
-    batch 16 and batch 1): oneDNN 1.01-1.72x MKL's `addmm`, 184-217 vs 107-199 GFLOP/s; on an AMX Xeon the two were
-    even on the whole model (1.29 vs 1.27 s). fp32 results differ from `F.linear`'s only in summation order (~1e-6
-    relative). Training, autocast to another dtype, tracing and other devices keep `F.linear`.
+    batch 16 and batch 1): oneDNN 0.94-1.72x MKL's `addmm` over two runs, LITv2-S's forward 1.06x at batch 16 and
+    1.09x at batch 1 (benchmarks/linear_kernels.py); on both Intel classes measured the two were even. fp32 results
+    differ from `F.linear`'s only in summation order (~1e-6 relative). Training, autocast to another dtype, tracing
+    and other devices keep `F.linear`.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
