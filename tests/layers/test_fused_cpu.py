@@ -65,6 +65,22 @@ def test_linear_bf16_epilogue_equals_autocast_linear(shape, bias):
     torch.testing.assert_close(out.float(), ref.float(), atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.parametrize("amp", [False, pytest.param(True, marks=needs_bf16)])
+def test_jit_trace_records_the_plain_ops(amp):
+    """torch.jit.trace (and the TorchScript ONNX exporter) sees real tensors: it must record F.linear and the plain
+    conv + GELU, not the oneDNN ops (which it cannot record: "unsupported input list type")."""
+    torch.manual_seed(0)
+    mlp = DWConvMlp(16, 64).eval()
+    x = torch.randn(2, 5, 7, 16)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=amp):
+        traced = torch.jit.trace(mlp, x, check_trace=False)
+        ref = mlp(x)
+        out = traced(x)
+    kinds = {n.kind() for n in traced.inlined_graph.nodes()}
+    assert "aten::linear" in kinds and not any(k.startswith("mkldnn::") for k in kinds)
+    torch.testing.assert_close(out.float(), ref.float(), atol=2e-2 if amp else 1e-5, rtol=0)
+
+
 @needs_bf16
 def test_linear_keeps_the_plain_path_where_it_must():
     fast, _ = _linear_pair()

@@ -4,8 +4,9 @@ Why: eager PyTorch runs every elementwise op as its own pass over memory, and LI
 with little arithmetic, so a saved pass is saved time. oneDNN (the kernels inductor's CPU backend calls) can apply
 a bias or an activation inside the kernel that writes the tensor. The fast paths are taken only where they compute
 what the plain ops compute (fp32: the same sums, up to their order; bf16: where the plain op would also run in bf16)
-and where nothing needs the plain graph: no autograd, no torch.compile / torch.export tracing, no dispatch mode (a
-FLOP counter, fake tensors), no FX proxy, no TorchScript (callers check `torch.jit.is_scripting()` first).
+and where nothing needs the plain graph: no autograd, no torch.compile / torch.export / torch.jit tracing, no
+dispatch mode (a FLOP counter, fake tensors), no FX proxy, no TorchScript (callers check `torch.jit.is_scripting()`
+first).
 """
 
 import torch
@@ -34,6 +35,7 @@ def inference_fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         isinstance(x, torch.Tensor)  # not an FX proxy: tracing records the plain path
         and not torch.compiler.is_compiling()  # torch.compile / torch.export trace the plain ops
+        and not torch.jit.is_tracing()  # so does torch.jit.trace (and the TorchScript ONNX exporter)
         and not is_in_torch_dispatch_mode()  # FlopCounterMode, fake tensors, ...: they know the plain ops
         and not torch.is_grad_enabled()
         and weight.device.type == "cpu"
