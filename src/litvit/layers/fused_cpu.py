@@ -9,6 +9,8 @@ dispatch mode (a FLOP counter, fake tensors), no FX proxy, no TorchScript (calle
 first).
 """
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,21 +71,21 @@ class Linear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and self._onednn_path(x):
-            return self._linear_onednn(x)
+        if not torch.jit.is_scripting():
+            dtype = self._onednn_dtype(x)
+            if dtype is not None:
+                bias = None if self.bias is None else self.bias.to(dtype)
+                return torch.ops.mkldnn._linear_pointwise(x.to(dtype), self.weight.to(dtype), bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
     @torch.jit.unused
-    def _onednn_path(self, x: torch.Tensor) -> bool:
+    def _onednn_dtype(self, x: torch.Tensor) -> Optional[torch.dtype]:
+        """The dtype oneDNN's linear computes this call in (bf16 or fp32), None where `F.linear` must run."""
         if not (inference_fast_path(x, self.weight) and HAS_FUSED_LINEAR and x.dim() >= 2 and x.numel() > 0):
-            return False
-        return runs_in_bf16(x, self.weight) or _plain_fp32(x, self.weight)
-
-    @torch.jit.unused
-    def _linear_onednn(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = torch.bfloat16 if runs_in_bf16(x, self.weight) else torch.float32
-        bias = None if self.bias is None else self.bias.to(dtype)
-        return torch.ops.mkldnn._linear_pointwise(x.to(dtype), self.weight.to(dtype), bias, "none", [], "")
+            return None
+        if runs_in_bf16(x, self.weight):
+            return torch.bfloat16
+        return torch.float32 if _plain_fp32(x, self.weight) else None
 
 
 @torch.jit.unused
