@@ -57,3 +57,26 @@ def test_other_platforms_change_nothing(monkeypatch):
     monkeypatch.setattr(allocator, "_glibc", lambda: None)
     assert allocator.keep_freed_memory(True) is False
     assert "not glibc" in allocator.allocator_state()
+
+
+class _FakeLibc:
+    def __init__(self, result: int):
+        self.result = result
+
+    def mallopt(self, param: int, value: int) -> int:
+        return self.result
+
+
+@pytest.mark.parametrize(
+    "mallopt_result, threshold", [(1, allocator.MMAP_THRESHOLD), (0, allocator.GLIBC_MMAP_CEILING)]
+)
+def test_mmap_threshold_follows_what_took_effect(monkeypatch, mallopt_result, threshold):
+    """The batch slices (layers.batch_slices) size themselves by this: raised only where mallopt accepted it."""
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setattr(allocator, "_kept", False)
+    assert allocator.mmap_threshold() == allocator.GLIBC_MMAP_CEILING
+    monkeypatch.setattr(allocator, "_glibc", lambda: _FakeLibc(mallopt_result))
+    assert allocator.keep_freed_memory(True) is bool(mallopt_result)
+    assert allocator.mmap_threshold() == threshold
+    assert allocator.keep_freed_memory(False) is False  # turning it off later cannot undo it: the threshold stays
+    assert allocator.mmap_threshold() == threshold

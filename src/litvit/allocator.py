@@ -19,14 +19,16 @@ import os
 import platform
 from typing import Optional
 
-__all__ = ["ENV_VAR", "MMAP_THRESHOLD", "allocator_state", "keep_freed_memory"]
+__all__ = ["ENV_VAR", "GLIBC_MMAP_CEILING", "MMAP_THRESHOLD", "allocator_state", "keep_freed_memory", "mmap_threshold"]
 
 ENV_VAR = "LITVIT_KEEP_FREED_MEMORY"
 MMAP_THRESHOLD = 1 << 30  # blocks above 1 GiB still come from mmap
+GLIBC_MMAP_CEILING = 32 << 20  # glibc's dynamic mmap threshold never rises above this (DEFAULT_MMAP_THRESHOLD_MAX)
 _TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: keep up to 2 GiB free at the heap's top
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h> parameter numbers
 
 _state: Optional[str] = None  # what keep_freed_memory last did, for allocator_state()
+_kept = False  # keep_freed_memory took effect in this process
 
 
 def _glibc() -> Optional[ctypes.CDLL]:
@@ -44,7 +46,7 @@ def keep_freed_memory(enable: Optional[bool] = None) -> bool:
     `enable` None reads `LITVIT_KEEP_FREED_MEMORY` (on unless it is 0 / false / off). Elsewhere than glibc on Linux
     (macOS, Windows, musl) nothing changes and it returns False. Calling it again is harmless; it cannot be undone
     within the process (glibc has no "back to the dynamic threshold")."""
-    global _state
+    global _state, _kept
     if enable is None:
         enable = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
     if not enable:
@@ -56,7 +58,15 @@ def keep_freed_memory(enable: Optional[bool] = None) -> bool:
         return False
     ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
     _state = "glibc, freed memory kept for reuse (litvit.allocator)" if ok else "glibc, mallopt refused"
+    _kept = _kept or ok
     return ok
+
+
+def mmap_threshold() -> int:
+    """Bytes above which a block gets a fresh mmap, page-faulted in at its first write: `MMAP_THRESHOLD` once
+    `keep_freed_memory()` took effect in this process, glibc's 32 MiB ceiling otherwise (assumed for other mallocs
+    too). `layers.batch_slices` slices a large batch only where its maps would be that large."""
+    return MMAP_THRESHOLD if _kept else GLIBC_MMAP_CEILING
 
 
 def allocator_state() -> str:

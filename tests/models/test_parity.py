@@ -93,7 +93,7 @@ def test_official_fixture_in_batch_slices(path: Path, monkeypatch: pytest.Monkey
     from litvit.layers import batch_slices
     from litvit.models._pyramid import Stage
 
-    monkeypatch.setattr(batch_slices, "MMAP_CEILING", 0)
+    monkeypatch.setattr(batch_slices, "mmap_threshold", lambda: 0)
     monkeypatch.setattr(batch_slices, "SLICE_BYTES", 1)
     fixture = torch.load(path, weights_only=True)
     model = build_from_fixture(fixture["name"], fixture["config"]).eval()

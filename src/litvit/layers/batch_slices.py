@@ -1,4 +1,5 @@
-"""Run a stage's blocks over a large batch a few images at a time, in CPU inference.
+"""Run a stage's blocks over a large batch a few images at a time, in CPU inference, where malloc would otherwise
+page-fault its large maps in afresh at every call.
 
 Why: glibc's malloc serves every block over 32 MiB (the ceiling of its dynamic mmap threshold) with a fresh mmap
 and unmaps it on free, so every tensor that large is page-faulted in again at its first write, 4 KiB at a time. The
@@ -8,6 +9,13 @@ fused depthwise conv + GELU over that map took 50 ms, over the same map in four 
 copy of a 39 MB map took 16.8 ms, of a 19 MB one 2.1 ms. Slices of <= 8 MiB: in the whole model, 14 MiB slices
 still page-faulted (glibc also gives back a heap top that grows past twice its dynamic threshold), and small slices
 stay in the last-level cache from one op of a block to the next.
+
+Where the process keeps freed memory (`litvit.allocator.keep_freed_memory`, which every `litvit` command and
+`litvit bench` call), blocks up to 1 GiB are reused from the heap and the batch stays whole up to that size: the
+slices' only other effect, smaller GEMMs and a `cat` of their outputs, then costs. AMD EPYC (family 25 model 17,
+2 threads, freed memory kept), LITv2-S whole against sliced: fp32 1.03-1.05x at batch 16, 1.10x at 64, 1.07x at
+100; bf16 autocast 1.02x at 16, 1.10x at 64. With malloc's default the slices still pay there: 1.15x at 16, 1.30x
+at 64 (`benchmarks/batch_slices.py`).
 
 In inference every block is per image (LayerNorm per token, BatchNorm and dropout in eval mode), so the sliced run
 gives each image the same result (LITv2-S's logits at batch 16: unchanged to the last bit; the official fixtures,
@@ -21,11 +29,11 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import nn
 
+from ..allocator import mmap_threshold
 from .fused_cpu import inference_fast_path
 
-__all__ = ["MMAP_CEILING", "SLICE_BYTES", "images_per_slice", "run_in_slices", "widest_channels"]
+__all__ = ["SLICE_BYTES", "images_per_slice", "run_in_slices", "widest_channels"]
 
-MMAP_CEILING = 32 << 20  # glibc: blocks above this are always mmapped (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 SLICE_BYTES = 8 << 20  # the widest map of a slice stays at or under this: on the heap, and near the cache
 
 
@@ -44,7 +52,8 @@ def _compute_itemsize(x: torch.Tensor) -> int:
 def images_per_slice(x: torch.Tensor, channels: int) -> Optional[int]:
     """Images per slice for a (B, H, W, C) map whose blocks write maps `channels` wide; None where slicing does not pay.
 
-    Slicing pays only where the whole-batch map would be mmapped (over `MMAP_CEILING`); a slice then holds as many
+    Slicing pays only where the whole-batch map would be mmapped (over `allocator.mmap_threshold()`: 32 MiB with
+    malloc's default, 1 GiB where the process keeps freed memory); a slice then holds as many
     images as fit in `SLICE_BYTES` (at least one). A map under the ceiling is already reused from the heap, and
     slicing it only shrinks the GEMMs (LITv2-S's stage-2 FFN in bf16, 19 MB: 23 ms whole, 28 ms in two slices).
     """
@@ -52,7 +61,7 @@ def images_per_slice(x: torch.Tensor, channels: int) -> Optional[int]:
     if batch < 2:
         return None
     per_image = x.shape[1] * x.shape[2] * channels * _compute_itemsize(x)  # one image's widest map, in bytes
-    if per_image == 0 or batch * per_image <= MMAP_CEILING:
+    if per_image == 0 or batch * per_image <= mmap_threshold():
         return None
     per_slice = max(1, SLICE_BYTES // per_image)
     return per_slice if per_slice < batch else None
