@@ -13,9 +13,9 @@ stay in the last-level cache from one op of a block to the next.
 Where the process keeps freed memory (`litvit.allocator.keep_freed_memory`, which every `litvit` command and
 `litvit bench` call), blocks up to 1 GiB are reused from the heap and the batch stays whole up to that size: the
 slices' only other effect, smaller GEMMs and a `cat` of their outputs, then costs. AMD EPYC (family 25 model 17,
-2 threads, freed memory kept), LITv2-S whole against sliced: fp32 1.03-1.05x at batch 16, 1.10x at 64, 1.07x at
-100; bf16 autocast 1.02x at 16, 1.10x at 64. With malloc's default the slices still pay there: 1.15x at 16, 1.30x
-at 64 (`benchmarks/batch_slices.py`).
+2 threads, freed memory kept), LITv2-S whole against sliced in two runs: fp32 1.02-1.05x at batch 16, 1.10-1.12x at
+64, 1.07x at 100; bf16 autocast 1.02x at 16, 1.08-1.10x at 64. With malloc's default the slices still pay there:
+1.10-1.15x at 16, 1.25-1.30x at 64 (`benchmarks/batch_slices.py`).
 
 In inference every block is per image (LayerNorm per token, BatchNorm and dropout in eval mode), so the sliced run
 gives each image the same result (LITv2-S's logits at batch 16: unchanged to the last bit; the official fixtures,
