@@ -2,13 +2,24 @@
 warning on CPUs where bf16 is emulated."""
 
 import json
+import mmap
+import sys
 from types import SimpleNamespace
 
 import pytest
 from torch.autograd import DeviceType
 
 from litvit.bench.cli import main
-from litvit.bench.profile import CONV, DEPTHWISE, OPTIMIZER, OTHER, _op_events, categorize
+from litvit.bench.profile import (
+    CONV,
+    DEPTHWISE,
+    OPTIMIZER,
+    OTHER,
+    _faults_per_step,
+    _op_events,
+    _settled,
+    categorize,
+)
 
 TINY = ["--img-size", "32", "--batch-size", "2", "--threads", "1", "--warmup", "1", "--repeats", "1", "--quiet"]
 
@@ -52,6 +63,25 @@ def test_profile_train_step_adds_up_and_separates_the_parts(tmp_path):
     table = (out / "profile.md").read_text()
     assert table.startswith("# Per-op profile: train, fp32, batch 2, 32px, 1 threads")
     assert "| depthwise conv (+ fused GELU) |" in table and "Top ops of resnet18" in table
+    # what the profiler does to the step: the unprofiled wall time and page faults stand beside its figures
+    assert lit["unprofiled_ms"] > 0 and res["unprofiled_ms"] > 0
+    assert "| wall time per step, unprofiled |" in table
+    if sys.platform.startswith("linux"):
+        assert lit["faults_unprofiled"] >= 0 and lit["faults_profiled"] >= 0
+        assert "| minor page faults per step, unprofiled / profiled |" in table
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts Linux's minor page faults")
+def test_faults_per_step_counts_pages_touched_for_the_first_time():
+    size, page = 8 << 20, mmap.PAGESIZE
+
+    def touch_fresh_pages() -> None:
+        with mmap.mmap(-1, size) as m:  # anonymous memory: each page faults in at its first write
+            for i in range(0, size, page):
+                m[i] = 1
+
+    assert _faults_per_step(touch_fresh_pages, repeats=2) >= 0.9 * (size // page) / 2
+    assert _faults_per_step(lambda: None, repeats=1) < 100
 
 
 def test_profile_inference_has_no_optimizer(tmp_path):
@@ -79,3 +109,9 @@ def test_bf16_warning_only_where_the_cpu_lacks_native_bf16(monkeypatch):
     assert machine.native_bf16() is True and machine.bf16_warning("cpu", "bf16") is None
     monkeypatch.setattr(machine, "cpu_flags", lambda: [])
     assert machine.native_bf16() is None and machine.bf16_warning("cpu", "bf16") is None
+
+
+def test_the_profile_is_taken_again_only_while_its_steps_fault_more_than_plain_ones():
+    assert not _settled(101_147, 2)  # LITv2-S fp32 inference, batch 16, first profiled cycle on an AMD EPYC
+    assert _settled(512, 0) and _settled(9_000, 7_032)
+    assert _settled(None, 0) and _settled(5, None)  # no fault counter (Windows): one cycle
