@@ -7,10 +7,10 @@ depthwise conv); every op inside the optimizer's step counts as the optimizer. S
 step. The table gives milliseconds per step and shares, one column pair per model.
 
 The profiler changes what it measures: its own small allocations fragment malloc's heap, so a step's large
-activations land on fresh pages and are page-faulted in (LITv2-S's training step on an AMD EPYC, batch 16: ~300k
-minor faults per profiled step, none unprofiled), which slows the memory-bound ops most (GELU forward + backward
-timed by hooks: 0.25-0.35 s per step unprofiled, 0.6-0.7 s profiled; Swin-T's fp32 inference: 1.8 s profiled
-against 1.0 s). The heap settles after a few profiled cycles, once the freed records of one leave room for the
+activations land on fresh pages and are page-faulted in (LITv2-S's training step on an AMD EPYC, batch 16:
+170k-300k minor faults per profiled step, none unprofiled), which slows the memory-bound ops most (its GELU forward
++ backward timed by hooks: ~0.25-0.3 s per step unprofiled, 0.6-0.9 s profiled; Swin-T's fp32 inference: 1.8 s
+profiled against 1.0 s). The heap settles after a few profiled cycles, once the freed records of one leave room for the
 next's: on the CPU the profile is taken again (`SETTLE_CYCLES` at most) until its steps fault no more than the
 unprofiled ones, and only the last is kept. The table gives each model's unprofiled wall time per step and the minor
 page faults per step with and without the profiler, so what is left of the effect stays visible.
@@ -112,6 +112,14 @@ def _minor_faults() -> Optional[int]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def _faults_per_step(run: Callable[[], None], repeats: int) -> Optional[float]:
+    """Minor page faults per step while `run` makes `repeats` steps (None where they are not counted)."""
+    before = _minor_faults()
+    run()
+    after = _minor_faults()
+    return None if before is None or after is None else (after - before) / repeats
+
+
 def _profiled(run: Callable[[], None], repeats: int, activities: List[Any]) -> Tuple[Any, Optional[float]]:
     """One profiled cycle of `repeats` steps: the profiler, and the minor page faults per step it saw."""
     with profile(activities=activities, record_shapes=True) as prof:
@@ -122,13 +130,6 @@ def _profiled(run: Callable[[], None], repeats: int, activities: List[Any]) -> T
 def _settled(profiled: Optional[float], unprofiled: Optional[float]) -> bool:
     """The profiled steps fault no more than the plain ones did (give or take 1024 pages): nothing to wait for."""
     return profiled is None or unprofiled is None or profiled <= max(1024.0, 1.5 * unprofiled)
-
-
-def _faults_per_step(run: Callable[[], None], repeats: int) -> Optional[float]:
-    before = _minor_faults()
-    run()
-    after = _minor_faults()
-    return None if before is None or after is None else (after - before) / repeats
 
 
 def _profile_step(step: Any, warmup: int, repeats: int, cuda: bool) -> Tuple[Dict[str, float], List[Tuple], Dict]:
