@@ -9,7 +9,6 @@ from litvit.layers import batch_slices
 from litvit.layers.batch_slices import SLICE_BYTES, images_per_slice, run_in_slices, widest_channels
 
 MIB = 1 << 20
-MMAP_CEILING = allocator.GLIBC_MMAP_CEILING
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +27,7 @@ def test_images_per_slice_fp32_stage_one_of_litv2_s():
     # LITv2-S stage 1 at batch 16: a 56 x 56 map whose FFN is 384 wide; 4.6 MiB per image in fp32, 73.5 MiB in all.
     x = torch.empty(16, 56, 56, 96)
     per_image = 56 * 56 * 384 * 4
-    assert 16 * per_image > MMAP_CEILING
+    assert 16 * per_image > allocator.GLIBC_MMAP_CEILING
     assert images_per_slice(x, 384) == max(1, SLICE_BYTES // per_image)
 
 

@@ -53,9 +53,9 @@ def images_per_slice(x: torch.Tensor, channels: int) -> Optional[int]:
     """Images per slice for a (B, H, W, C) map whose blocks write maps `channels` wide; None where slicing does not pay.
 
     Slicing pays only where the whole-batch map would be mmapped (over `allocator.mmap_threshold()`: 32 MiB with
-    malloc's default, 1 GiB where the process keeps freed memory); a slice then holds as many
-    images as fit in `SLICE_BYTES` (at least one). A map under the ceiling is already reused from the heap, and
-    slicing it only shrinks the GEMMs (LITv2-S's stage-2 FFN in bf16, 19 MB: 23 ms whole, 28 ms in two slices).
+    malloc's default, 1 GiB where the process keeps freed memory); a slice then holds as many images as fit in
+    `SLICE_BYTES` (at least one). A map under the threshold is already reused from the heap, and slicing it only
+    shrinks the GEMMs (LITv2-S's stage-2 FFN in bf16, 19 MB: 23 ms whole, 28 ms in two slices).
     """
     batch = x.shape[0]
     if batch < 2:
