@@ -13,6 +13,8 @@ from litvit.data.transforms import data_config, eval_transform
 from litvit.errors import ExportError
 from litvit.runtime import torch_older_than
 
+from .conftest import tiny_model
+
 # The bound this test holds a random-weight tiny LITv2 to (the trained digits model does far better:
 # docs/deploy.md): the top-1 of >= 90% of the held-out images, and logits within 10% of their largest magnitude.
 MIN_AGREEMENT = 0.9
@@ -74,6 +76,40 @@ def test_compiled_int8_matches_the_reference_int8_graph(tiny):
     res = agreement(qmodel, fast, [x])
     assert res["max_abs_logit_diff"] <= MAX_REL_DIFF * res["max_abs_logit"], res
     assert fast(x[:1]).shape == (1, 10)  # another batch size: the export's batch dimension is dynamic
+
+
+@needs_pt2e
+@pytest.mark.parametrize("family", ["litv2", "lit", "lit_ti"])
+def test_every_linear_layer_is_int8_and_token_merging_is_plain_ops(family):
+    """The quantizer sees litvit's `Linear` subclass as `nn.Linear` (it once left all but the classifier in fp32,
+    and the compiled int8 LITv2-S ran slower than eager fp32), and DTM is traced as the gather (plain ops that
+    inductor fuses) in place of torchvision's kernel. The model keeps its own classes and paths afterwards."""
+
+    from litvit.layers.fused_cpu import Linear
+
+    model = tiny_model(family)
+    kinds = {name: type(m) for name, m in model.named_modules()}
+    x = torch.randn(2, 3, 64, 64)
+    qmodel = quantize.quantize_int8(model, [x])
+    linears = [n for n in qmodel.graph.nodes if n.target == torch.ops.aten.linear.default]
+    int8 = [n for n in linears if "dequantize_per_channel" in str(n.args[1].target)]
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(int8) == len(layers), (len(int8), len(layers))
+    assert family != "litv2" or any(isinstance(m, Linear) for m in layers)  # HiLo's and the FFN's are the subclass
+    targets = {str(n.target) for n in qmodel.graph.nodes if n.op == "call_function"}
+    assert not any("deform_conv2d" in t for t in targets) and any("index_select" in t for t in targets)
+    assert {n: type(m) for n, m in model.named_modules()} == kinds
+    assert not any("_gather_fp32" in vars(m) for m in model.modules())
+
+
+@needs_torchao
+def test_int8_with_bf16_compiles_and_agrees(tiny):
+    """int8+bf16 (the un-quantised layers in bf16): possible since DTM is traced as plain ops (torchvision's CPU
+    deform_conv2d has no bf16 kernel)."""
+    model, transform, qmodel = tiny
+    (x,) = digits_batches(transform, "val", batch=8)[:1]
+    res = agreement(model, quantize.compile_int8(qmodel, torch.bfloat16), [x])
+    assert res["max_abs_logit_diff"] <= MAX_REL_DIFF * res["max_abs_logit"], res
 
 
 def test_calibration_needs_images():

@@ -60,13 +60,10 @@ def prepare(cfg: BenchConfig) -> Tuple[BenchConfig, torch.device, Optional[torch
     batch = cfg.batch_size or (64 if device.type == "cuda" else kind_of(cfg).cpu_batch)
     cfg = replace(cfg, batch_size=batch, dtype=precision_name(amp), device=str(device))
     cfg = kind_of(cfg).validate(cfg)
-    runtimes: Dict[str, List[str]] = {}  # runtime -> the models that run in it
-    for s in kind_of(cfg).specs(cfg):
-        if "runtime_label" in s:
-            runtimes.setdefault(s["runtime_label"], []).append(s["name"])
-    for rt, models in runtimes.items():
+    runtimes = {s["runtime_label"] for s in kind_of(cfg).specs(cfg) if "runtime_label" in s}
+    for rt in sorted(runtimes):
         base, precision = split_runtime(rt)
-        check_runtime(base, device, autocast_dtype(precision or cfg.dtype, device), cfg.mode, models)
+        check_runtime(base, device, autocast_dtype(precision or cfg.dtype, device), cfg.mode)
     return cfg, device, amp
 
 

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -23,7 +23,6 @@ from torch import nn
 from ..errors import BenchError, LitvitError, one_line
 from ..export.quantize import INSTALL
 from ..runtime import autocast
-from .models import is_ours
 
 Batches = List[torch.Tensor]
 
@@ -38,20 +37,13 @@ CPU_ONLY = ("onnxruntime", "onnxruntime-int8", "int8")
 FP32_ONLY = ("onnxruntime", "onnxruntime-int8", "aoti")  # exported graphs: their precision is fixed at export
 
 
-def check_runtime(
-    rt: str, device: torch.device, amp: Optional[torch.dtype], mode: str, models: Sequence[str] = ()
-) -> None:
+def check_runtime(rt: str, device: torch.device, amp: Optional[torch.dtype], mode: str) -> None:
     """What this machine, device, precision and mode allow of runtime `rt`, before anything is built (one line per
     problem; unknown names are config.check_counts's)."""
     if rt not in ("eager", "compile") and mode != "infer":
         raise BenchError(f"--runtime {rt} times inference only: use --mode infer (or --runtime eager / compile)")
     if rt in CPU_ONLY and device.type != "cpu":
         raise BenchError(f"--runtime {rt} runs on the CPU only: add --device cpu or drop {rt}")
-    if rt == "int8" and amp is not None and any(is_ours(m) for m in models):
-        raise BenchError(
-            "--runtime int8+bf16: torchvision's CPU deform_conv2d (LITv2 / LIT token merging) has no bf16 kernel; "
-            "use int8 or compile+bf16"
-        )
     if rt in FP32_ONLY and amp is not None:
         raise BenchError(f"--runtime {rt} runs the exported fp32 graph: use --dtype fp32 or drop {rt}")
     if rt in COMPILING and device.type == "cpu" and not any(shutil.which(c) for c in ("cc", "gcc", "clang")):

@@ -73,26 +73,37 @@ def _never(*args: Any) -> bool:
     return False
 
 
+def _always(*args: Any) -> bool:
+    return True
+
+
 @contextlib.contextmanager
-def _tracing(model: nn.Module, pointwise_as_conv: bool = False) -> Iterator[None]:
+def _tracing(model: nn.Module, pointwise_as_conv: bool = False, gather_dtm: bool = False) -> Iterator[None]:
     """Eval mode, and the plain path of layers that have an inference-only fused CPU kernel (`_fusable`: oneDNN
     conv + GELU in LITv2's FFN), which no exporter can translate; with `pointwise_as_conv`, LITv2's FFNs written as
-    convolutions (`DWConvMlp._forward_as_convs`). All restored afterwards."""
+    convolutions (`DWConvMlp._forward_as_convs`); with `gather_dtm`, the deformable token merging as plain ops
+    (`dtm.deform_conv2x2_s2_gather`: torchvision's sampling arithmetic, which a compiler fuses) in place of
+    torchvision's op (which ONNX needs, as `DeformConv`). All restored afterwards."""
     was_training = model.training
     fusable = [m for m in model.modules() if hasattr(type(m), "_fusable")]
     as_conv = [m for m in model.modules() if hasattr(type(m), "pointwise_as_conv")] if pointwise_as_conv else []
+    gather = [m for m in model.modules() if hasattr(type(m), "_gather_fp32")] if gather_dtm else []
     model.eval()
     try:
         for m in fusable:
             m._fusable = _never
         for m in as_conv:
             m.pointwise_as_conv = True
+        for m in gather:
+            m._gather_fp32 = _always
         yield
     finally:
         for m in fusable:
             del m._fusable
         for m in as_conv:
             del m.pointwise_as_conv
+        for m in gather:
+            del m._gather_fp32
         model.train(was_training)
 
 

@@ -9,7 +9,7 @@ has them). For ONNX Runtime, `quantize_onnx_int8` does the same to an exported O
 Why PT2E and not eager-mode or dynamic quantisation: the exported graph lets the quantizer see whole patterns
 (linear + bias, conv + activation), quantise activations as well as weights (static, from the calibration), and
 hand inductor a graph it fuses. The int8 layers are the linears and convolutions; LayerNorm, softmax, attention,
-GELU and DTM's deformable convolution stay in fp32 (or bf16 with `amp=torch.bfloat16`).
+GELU and DTM's sampling and GEMM stay in fp32 (or bf16 with `amp=torch.bfloat16`).
 
 Where PT2E lives moved between torch releases: torch 2.6 (the declared floor) has it in `torch.ao.quantization`;
 torch 2.14 has it no more, and it lives in torchao (`torchao.quantization.pt2e`). `pt2e_api` takes torchao's where
@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 import torch
 from torch import nn
@@ -94,12 +94,34 @@ def check_compilable() -> None:
         )
 
 
+@contextlib.contextmanager
+def _linears_as_nn_linear(model: nn.Module) -> Iterator[None]:
+    """Every subclass of `nn.Linear` in `model` (litvit's `layers.fused_cpu.Linear`, whose traced forward is plain
+    `F.linear`) presented as `nn.Linear` itself while the model is exported; restored afterwards.
+
+    Why: the x86 inductor quantizer finds linears by the exact module type that called them (`nn.Linear`) or
+    `F.linear` called outside any module, so it left every linear of LIT / LITv2 in fp32 but the classifier: the
+    compiled int8 LITv2-S ran 60 fp32 GEMMs and was slower than eager fp32 (0.80x, AMD EPYC with AVX512-VNNI, torch
+    2.14.1, torchao 0.18); seen as `nn.Linear`, they run as oneDNN int8 GEMMs (docs/performance.md)."""
+    subclassed = [(m, type(m)) for m in model.modules() if isinstance(m, nn.Linear) and type(m) is not nn.Linear]
+    try:
+        for m, _ in subclassed:
+            m.__class__ = nn.Linear
+        yield
+    finally:
+        for m, cls in subclassed:
+            m.__class__ = cls
+
+
 def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The model as an exported training-IR graph module (what prepare_pt2e annotates), batch dynamic, height and
     width fixed at `example`'s (the compiled int8 graph is specialised to one size anyway).
 
     The layers take their plain path (`program._tracing`: no fused oneDNN conv + GELU, which the quantizer cannot
-    see through). A model whose code pins the batch size is exported for `example`'s batch only.
+    see through), the deformable token merging as plain ops that inductor fuses (torchvision's kernel and its
+    im2col GEMM took 147 of the 447 ms of a compiled int8 LITv2-S step, batch 16, AMD EPYC, 2 threads; as plain
+    ops ~40 ms), and the linears as `nn.Linear` (`_linears_as_nn_linear`). A model whose code pins the batch size is
+    exported for `example`'s batch only.
     """
     # torch 2.6: export_for_training, strict (its non-strict graph lacks the metadata the quantizer matches, and
     # nothing gets quantised); later: torch.export.export, non-strict (the default since 2.9).
@@ -107,7 +129,7 @@ def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
     export = partial(legacy, strict=True) if legacy is not None else partial(torch.export.export, strict=False)
     # A finite upper bound: torch 2.6 otherwise fails on a guard "batch != 2**63 - 1" it cannot prove.
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    with _tracing(model):
+    with _tracing(model, gather_dtm=True), _linears_as_nn_linear(model):
         try:
             return export(model, (example,), dynamic_shapes=({0: batch},)).module()
         except Exception:  # noqa: BLE001  (a constraint violation: the graph pins the batch; export it static)
@@ -171,7 +193,8 @@ def compile_frozen(model: nn.Module, amp: Optional[torch.dtype] = None) -> Calla
 def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The quantised graph compiled by inductor with weight freezing (`compile_frozen`: int8 weights pre-packed for
     oneDNN), as a function of an image batch. `amp=torch.bfloat16`: the layers left un-quantised run in bf16
-    (int8-mixed-bf16; not for LITv2 and LIT: torchvision's CPU deform_conv2d has no bf16 kernel).
+    (int8-mixed-bf16; for LIT / LITv2 too, since `_export` traces the token merging as plain ops: torchvision's
+    CPU deform_conv2d has no bf16 kernel).
     The first call of each input shape compiles (tens of seconds on two cores)."""
     check_compilable()
     return compile_frozen(qmodel, amp)
