@@ -83,7 +83,8 @@ def test_compiled_int8_matches_the_reference_int8_graph(tiny):
 def test_every_linear_layer_is_int8_and_token_merging_is_plain_ops(family):
     """The quantizer sees litvit's `Linear` subclass as `nn.Linear` (it once left all but the classifier in fp32,
     and the compiled int8 LITv2-S ran slower than eager fp32), and DTM is traced as the gather (plain ops that
-    inductor fuses) in place of torchvision's kernel. The model keeps its own classes and paths afterwards."""
+    inductor fuses) in place of torchvision's kernel, its GEMM in int8 too. The model keeps its own classes and
+    paths afterwards."""
 
     from litvit.layers.fused_cpu import Linear
 
@@ -94,7 +95,8 @@ def test_every_linear_layer_is_int8_and_token_merging_is_plain_ops(family):
     linears = [n for n in qmodel.graph.nodes if n.target == torch.ops.aten.linear.default]
     int8 = [n for n in linears if "dequantize_per_channel" in str(n.args[1].target)]
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert len(int8) == len(layers), (len(int8), len(layers))
+    merges = [m for m in model.modules() if hasattr(m, "conv_offset")]  # DTM's GEMM: a linear no module calls
+    assert len(linears) == len(int8) == len(layers) + len(merges), (len(linears), len(int8), len(layers), len(merges))
     assert family != "litv2" or any(isinstance(m, Linear) for m in layers)  # HiLo's and the FFN's are the subclass
     targets = {str(n.target) for n in qmodel.graph.nodes if n.op == "call_function"}
     assert not any("deform_conv2d" in t for t in targets) and any("index_select" in t for t in targets)
