@@ -85,7 +85,6 @@ def test_every_linear_layer_is_int8_and_token_merging_is_plain_ops(family):
     and the compiled int8 LITv2-S ran slower than eager fp32), and DTM is traced as the gather (plain ops that
     inductor fuses) in place of torchvision's kernel, its GEMM in int8 too. The model keeps its own classes and
     paths afterwards."""
-
     from litvit.layers.fused_cpu import Linear
 
     model = tiny_model(family)

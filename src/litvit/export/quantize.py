@@ -9,7 +9,7 @@ has them). For ONNX Runtime, `quantize_onnx_int8` does the same to an exported O
 Why PT2E and not eager-mode or dynamic quantisation: the exported graph lets the quantizer see whole patterns
 (linear + bias, conv + activation), quantise activations as well as weights (static, from the calibration), and
 hand inductor a graph it fuses. The int8 layers are the linears and convolutions; LayerNorm, softmax, attention,
-GELU and DTM's sampling and GEMM stay in fp32 (or bf16 with `amp=torch.bfloat16`).
+GELU and DTM's bilinear sampling stay in fp32 (or bf16 with `amp=torch.bfloat16`).
 
 Where PT2E lives moved between torch releases: torch 2.6 (the declared floor) has it in `torch.ao.quantization`;
 torch 2.14 has it no more, and it lives in torchao (`torchao.quantization.pt2e`). `pt2e_api` takes torchao's where
@@ -59,15 +59,15 @@ def needs_reduce_range() -> bool:
     return bool(flags) and "avx2" in flags and not any(f in flags for f in VNNI_FLAGS)
 
 
-RESHAPES = ("permute", "reshape", "view", "t", "transpose", "contiguous", "clone")
+LAYOUT_OPS = ("permute", "reshape", "view", "t", "transpose", "contiguous", "clone")
 
 
 def _from_constant(node: Any) -> bool:
-    """Whether an FX node is a parameter (get_attr) seen through reshaping ops only: a weight the conversion folds
-    into an int8 constant."""
+    """Whether an FX node is a parameter (get_attr) seen through layout ops only (LAYOUT_OPS): a weight the
+    conversion folds into an int8 constant."""
     while isinstance(node, torch.fx.Node) and node.op == "call_function":
         name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
-        if name not in RESHAPES:
+        if name not in LAYOUT_OPS:
             return False
         node = node.args[0]
     return isinstance(node, torch.fx.Node) and node.op == "get_attr"
@@ -131,8 +131,8 @@ def _linears_as_nn_linear(model: nn.Module) -> Iterator[None]:
     """Every subclass of `nn.Linear` in `model` (litvit's `layers.fused_cpu.Linear`, whose traced forward is plain
     `F.linear`) presented as `nn.Linear` itself while the model is exported; restored afterwards.
 
-    Why: the x86 inductor quantizer finds linears by the exact module type that called them (`nn.Linear`) or
-    `F.linear` called outside any module, so it left every linear of LIT / LITv2 in fp32 but the classifier: the
+    Why: the x86 inductor quantizer finds linears by the module type that called them, `nn.Linear` exactly, so it
+    left every linear of LITv2 in fp32 but the classifier (LIT and LIT-Ti use `nn.Linear` itself): the
     compiled int8 LITv2-S ran 60 fp32 GEMMs and was slower than eager fp32 (0.80x, AMD EPYC with AVX512-VNNI, torch
     2.14.1, torchao 0.18); seen as `nn.Linear`, they run as oneDNN int8 GEMMs (docs/performance.md)."""
     subclassed = [(m, type(m)) for m in model.modules() if isinstance(m, nn.Linear) and type(m) is not nn.Linear]
