@@ -494,3 +494,38 @@ def test_small_window_path_bf16_autocast_close_to_fp32():
     assert out.shape == ref.shape and out.dtype == torch.bfloat16
     rel = ((out.float() - ref).abs().max() / ref.abs().max()).item()
     assert rel < 3e-2
+
+
+@pytest.mark.parametrize(
+    "s,alpha,sdpa_calls", [(2, 0.0, 0), (4, 0.0, 0), (5, 0.0, 1), (2, 0.5, 0), (5, 0.5, 1), (1, 0.5, 0)]
+)
+def test_attention_for_compiler_in_traced_graphs(monkeypatch, s, alpha, sdpa_calls):
+    """With `_tracing(attention_for_compiler=True)` (the int8 export) a traced HiLo has no SDPA but for Hi-Fi
+    windows of more than 16 tokens (tiny windows as broadcast sums, Lo-Fi as matmuls and a written-out softmax),
+    and still computes the official function."""
+    from litvit.export.program import _tracing
+
+    m = _randomize(HiLo(16, 4, window_size=s, alpha=alpha))
+    x = torch.randn(2, 7, 9, 16)
+    calls = _count_sdpa(monkeypatch)
+    with torch.no_grad():
+        ref = hilo_reference(m, x)
+        with _tracing(m, attention_for_compiler=True):
+            program = torch.export.export(m, (x,), strict=False)  # traced: no eager fast path
+        assert "_for_compiler" not in m.__dict__ and not m._for_compiler()  # restored
+        out = program.module()(x)
+    assert len(calls) == sdpa_calls
+    assert (out - ref).abs().max().item() <= TOL
+
+
+def test_attention_for_compiler_compiled_matches_reference():
+    """Compiled by inductor, the plain forms agree with the official function within fp32 rounding."""
+    from litvit.export.program import _tracing
+
+    m = _randomize(HiLo(32, 8, window_size=2, alpha=0.5))
+    x = torch.randn(3, 6, 10, 32)
+    with torch.no_grad():
+        ref = hilo_reference(m, x)
+        with _tracing(m, attention_for_compiler=True):
+            out = torch.compile(m, backend="inductor", dynamic=False)(x)
+    assert (out - ref).abs().max().item() <= TOL

@@ -78,16 +78,20 @@ def _always(*args: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _tracing(model: nn.Module, pointwise_as_conv: bool = False, gather_dtm: bool = False) -> Iterator[None]:
+def _tracing(
+    model: nn.Module, pointwise_as_conv: bool = False, gather_dtm: bool = False, attention_for_compiler: bool = False
+) -> Iterator[None]:
     """Eval mode, and the plain path of layers that have an inference-only fused CPU kernel (`_fusable`: oneDNN
     conv + GELU in LITv2's FFN), which no exporter can translate; with `pointwise_as_conv`, LITv2's FFNs written as
     convolutions (`DWConvMlp._forward_as_convs`); with `gather_dtm`, the deformable token merging as plain ops
     (`dtm.deform_conv2x2_s2_gather`: torchvision's sampling arithmetic, which a compiler fuses) in place of
-    torchvision's op (which ONNX needs, as `DeformConv`). All restored afterwards."""
+    torchvision's op (which ONNX needs, as `DeformConv`); with `attention_for_compiler`, HiLo's attention as plain
+    ops inductor fuses (`HiLo._for_compiler`) in place of SDPA. All restored afterwards."""
     was_training = model.training
     fusable = [m for m in model.modules() if hasattr(type(m), "_fusable")]
     as_conv = [m for m in model.modules() if hasattr(type(m), "pointwise_as_conv")] if pointwise_as_conv else []
     gather = [m for m in model.modules() if hasattr(type(m), "_gather_fp32")] if gather_dtm else []
+    plain = [m for m in model.modules() if hasattr(type(m), "_for_compiler")] if attention_for_compiler else []
     model.eval()
     try:
         for m in fusable:
@@ -96,6 +100,8 @@ def _tracing(model: nn.Module, pointwise_as_conv: bool = False, gather_dtm: bool
             m.pointwise_as_conv = True
         for m in gather:
             m._gather_fp32 = _always
+        for m in plain:
+            m._for_compiler = _always
         yield
     finally:
         for m in fusable:
@@ -104,6 +110,8 @@ def _tracing(model: nn.Module, pointwise_as_conv: bool = False, gather_dtm: bool
             del m.pointwise_as_conv
         for m in gather:
             del m._gather_fp32
+        for m in plain:
+            del m._for_compiler
         model.train(was_training)
 
 

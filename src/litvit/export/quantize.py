@@ -152,8 +152,9 @@ def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
     The layers take their plain path (`program._tracing`: no fused oneDNN conv + GELU, which the quantizer cannot
     see through), the deformable token merging as plain ops that inductor fuses (torchvision's kernel and its
     im2col GEMM took 147 of the 447 ms of a compiled int8 LITv2-S step, batch 16, AMD EPYC, 2 threads; as plain
-    ops ~40 ms), and the linears as `nn.Linear` (`_linears_as_nn_linear`). A model whose code pins the batch size is
-    exported for `example`'s batch only.
+    ops ~40 ms), HiLo's attention as plain ops that inductor fuses or hands to batched GEMMs (`HiLo._for_compiler`;
+    SDPA took ~37 of ~300 ms), and the linears as `nn.Linear` (`_linears_as_nn_linear`). A model whose code pins
+    the batch size is exported for `example`'s batch only.
     """
     # torch 2.6: export_for_training, strict (its non-strict graph lacks the metadata the quantizer matches, and
     # nothing gets quantised); later: torch.export.export, non-strict (the default since 2.9).
@@ -161,7 +162,7 @@ def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
     export = partial(legacy, strict=True) if legacy is not None else partial(torch.export.export, strict=False)
     # A finite upper bound: torch 2.6 otherwise fails on a guard "batch != 2**63 - 1" it cannot prove.
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    with _tracing(model, gather_dtm=True), _linears_as_nn_linear(model):
+    with _tracing(model, gather_dtm=True, attention_for_compiler=True), _linears_as_nn_linear(model):
         try:
             return export(model, (example,), dynamic_shapes=({0: batch},)).module()
         except Exception:  # noqa: BLE001  (a constraint violation: the graph pins the batch; export it static)
@@ -195,7 +196,9 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.M
     return converted
 
 
-def compile_frozen(model: nn.Module, amp: Optional[torch.dtype] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def compile_frozen(
+    model: nn.Module, amp: Optional[torch.dtype] = None, cpp_wrapper: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """`model` compiled by inductor with weight freezing, as a function of an image batch (no grad; under `amp`
     autocast if given): the weights become constants of the graph, so inductor folds what depends on them alone
     (BatchNorm into the conv before it; int8 weights pre-packed for oneDNN). The first call of each input shape
@@ -205,7 +208,8 @@ def compile_frozen(model: nn.Module, amp: Optional[torch.dtype] = None) -> Calla
     torch.compile(options={"freezing": ...}) leaves the weight pre-packing un-folded (inductor then fails on
     onednn.qconv_prepack, torch 2.14). The backend is a function of its own because dynamo keys its cache by the
     forward's code and the backend: under plain "inductor", another instance of the same class compiled without
-    freezing would hand over its graph."""
+    freezing would hand over its graph. `cpp_wrapper`: inductor's C++ wrapper calls the kernels instead of Python
+    (`compile_int8` takes it: see there)."""
     import torch._inductor.config as inductor_config
     from torch._inductor.compile_fx import compile_fx
 
@@ -216,7 +220,7 @@ def compile_frozen(model: nn.Module, amp: Optional[torch.dtype] = None) -> Calla
 
     def run(x: torch.Tensor) -> torch.Tensor:
         ctx = torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext()
-        with torch.no_grad(), ctx, inductor_config.patch(freezing=True):
+        with torch.no_grad(), ctx, inductor_config.patch(freezing=True, cpp_wrapper=cpp_wrapper):
             return compiled(x)
 
     return run
@@ -227,9 +231,13 @@ def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callab
     oneDNN), as a function of an image batch. `amp=torch.bfloat16`: the layers left un-quantised run in bf16
     (int8-mixed-bf16; for LIT / LITv2 too, since `_export` traces the token merging as plain ops: torchvision's
     CPU deform_conv2d has no bf16 kernel).
-    The first call of each input shape compiles (tens of seconds on two cores)."""
+    The first call of each input shape compiles (tens of seconds on two cores).
+
+    With inductor's C++ wrapper: an int8 step is ~300 kernel calls, and calling them from C++ instead of Python
+    took LITv2-S's batch-1 latency from 35 to 31-35 ms and its batch-16 step from 316-319 to 290-304 ms (int8+bf16,
+    AMD EPYC with AVX512-BF16, 2 threads, torch 2.14.1), and compiled faster (45 vs 52 s)."""
     check_compilable()
-    return compile_frozen(qmodel, amp)
+    return compile_frozen(qmodel, amp, cpp_wrapper=True)
 
 
 ONNX_INT8_OPS = ("MatMul", "Gemm", "Conv")  # with a constant weight: the int8 layers, as PT2E's
