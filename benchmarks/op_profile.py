@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from litvit.bench.cli import main
+from litvit.bench.machine import native_bf16
 
 PAIR = ["litv2_s", "swin_tiny_patch4_window7_224"]
 RUNS = {
@@ -28,8 +29,12 @@ def run_all(argv: list) -> int:
     p.add_argument("--out", type=Path, default=Path("out/profile"))
     args, extra = p.parse_known_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    runs = dict(RUNS)
+    if native_bf16() is False:
+        print("skipping the bf16 profile: this CPU has no native bf16 (avx512_bf16 / amx_bf16), where it is emulated")
+        del runs["bf16_infer"]
     parts = []
-    for name, flags in RUNS.items():
+    for name, flags in runs.items():
         out = args.out / name
         rc = main([*PAIR, "--profile", *flags, "--threads", args.threads, "--batch-size", args.batch_size, *extra,
                    "--out", str(out)])  # fmt: skip

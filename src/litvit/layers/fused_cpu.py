@@ -65,7 +65,8 @@ class Linear(nn.Linear):
     fc1 under autocast): `F.linear` 12.0 ms, oneDNN 6.9 ms, the GEMM without a bias 6.4 ms; the same results (both
     oneDNN bf16 GEMMs with fp32 accumulation). fp32 (AMD EPYC with AVX-512, 2 threads, every LITv2-S linear shape at
     batch 16 and batch 1): oneDNN 0.94-1.72x MKL's `addmm` over two runs, LITv2-S's forward 1.06x at batch 16 and
-    1.09x at batch 1 (benchmarks/linear_kernels.py); on both Intel classes measured the two were even. fp32 results
+    1.09x at batch 1 (benchmarks/linear_kernels.py); on an AVX2-only AMD EPYC 0.96-1.66x per shape, the forward 1.04x
+    at batch 16 and 1.14x at batch 1; on both Intel classes measured the two were even. fp32 results
     differ from `F.linear`'s only in summation order (~1e-6 relative). Training, autocast to another dtype, tracing
     and other devices keep `F.linear`.
     """
