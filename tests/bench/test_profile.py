@@ -111,6 +111,19 @@ def test_bf16_warning_only_where_the_cpu_lacks_native_bf16(monkeypatch):
     assert machine.native_bf16() is None and machine.bf16_warning("cpu", "bf16") is None
 
 
+def test_int8_warning_only_on_x86_without_int8_dot_products(monkeypatch):
+    from litvit.bench import machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: ["fma", "avx2"])  # AVX2-only AMD EPYC
+    assert "no int8 dot-product" in machine.int8_warning("cpu", ["eager", "onnxruntime-int8"])
+    assert "no int8 dot-product" in machine.int8_warning("cpu", ["int8+bf16"])
+    assert machine.int8_warning("cpu", ["eager", "onnxruntime"]) is None
+    assert machine.int8_warning("cuda", ["int8"]) is None
+    for flags in (["avx2", "avx512f", "avx512_vnni"], ["avx2", "avx_vnni"], ["avx2", "amx_int8"], [], ["asimd"]):
+        monkeypatch.setattr(machine, "cpu_flags", lambda flags=flags: flags)
+        assert machine.int8_warning("cpu", ["int8"]) is None, flags
+
+
 def test_the_profile_is_taken_again_only_while_its_steps_fault_more_than_plain_ones():
     assert not _settled(101_147, 2)  # LITv2-S fp32 inference, batch 16, first profiled cycle on an AMD EPYC
     assert _settled(512, 0) and _settled(9_000, 7_032)

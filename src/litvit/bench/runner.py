@@ -21,6 +21,7 @@ from .machine import (
     bf16_warning,
     busy_warning,
     cpu_ticks,
+    int8_warning,
     load_average,
     machine_info,
     others_share,
@@ -142,6 +143,9 @@ def run_bench(cfg: BenchConfig) -> Dict[str, Any]:
     slow_bf16 = bf16_warning(device.type, "bf16" if "bf16" in precisions else cfg.dtype)
     if slow_bf16:
         say(f"litvit bench: warning: {slow_bf16}")
+    slow_int8 = int8_warning(device.type, [str(s.get("runtime_label", s.get("runtime", "eager"))) for s in specs])
+    if slow_int8:
+        say(f"litvit bench: warning: {slow_int8}")
     rows, tasks = build_tasks(kind, specs, cfg, device, amp, say)
     say(f"timing {len(rows)} subjects: {cfg.rounds} rounds x {cfg.repeats} repeats after {cfg.warmup} warm-up")
     bf16_probe = device.type == "cpu" and "bf16" in precisions
