@@ -126,12 +126,22 @@ def test_onnxruntime_int8_refused_up_front_before_torch_2_7(monkeypatch, capsys,
 
 
 @pytest.mark.skipif(not _compilable(), reason="compiled int8: torch >= 2.10 with litvit[deploy] (torchao)")
-def test_int8_bf16_is_allowed_for_litvit_models():
+def test_int8_bf16_is_allowed_for_litvit_models(monkeypatch):
     """int8+bf16 was refused for LIT / LITv2 while the int8 graph kept torchvision's deform_conv2d (no CPU bf16
     kernel); it traces DTM as plain ops now (tests/export/test_quantize.py compiles and checks it)."""
     from litvit.bench.runtimes import check_runtime
 
+    monkeypatch.setattr(quantize, "ONEDNN_BF16", True)  # a CPU with oneDNN bf16 kernels (AVX-512 and newer)
     check_runtime("int8", torch.device("cpu"), torch.bfloat16, "infer")
+
+
+@pytest.mark.skipif(not _compilable(), reason="compiled int8: torch >= 2.10 with litvit[deploy] (torchao)")
+def test_int8_bf16_refused_up_front_without_onednn_bf16(monkeypatch, capsys, tmp_path):
+    """AVX2-only CPUs: oneDNN has no int8 matmul with bf16 output there; refused before quantising, in one line."""
+    monkeypatch.setattr(quantize, "ONEDNN_BF16", False)
+    assert main(["litv2_nano", "--runtime", "int8+bf16", "--quiet", "--out", str(tmp_path / "never")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "int8 with bf16 needs oneDNN's bf16 kernels" in line and not (tmp_path / "never").exists()
 
 
 def test_missing_optional_dependency_names_the_extra(monkeypatch, capsys, tmp_path):

@@ -54,7 +54,7 @@ def check_runtime(rt: str, device: torch.device, amp: Optional[torch.dtype], mod
     if rt == "int8":
         from ..export.quantize import check_compilable
 
-        check_compilable()  # ExportError naming the extra without torchao's PT2E
+        check_compilable(amp)  # ExportError naming the extra without torchao's PT2E, or int8+bf16 without bf16 kernels
     if rt == "onnxruntime-int8":
         from ..export.quantize import check_onnx_int8
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..cpu import cpu_flags, has_int8_dot_product
 from ..errors import ExportError, one_line
+from ..layers.fused_cpu import ONEDNN_BF16
 from ..runtime import torch_older_than
 from .program import _tracing, write_atomically
 
@@ -112,9 +113,15 @@ def pt2e_api() -> PT2E:
     raise ExportError(f"int8 quantisation needs torchao with torch {torch.__version__}: {INSTALL}")
 
 
-def check_compilable() -> None:
+def check_compilable(amp: Optional[torch.dtype] = None) -> None:
     """Compiled int8 needs torchao's PT2E (torch >= 2.10): torch 2.6's inductor int8 kernels crash the process
-    (heap corruption) on LITv2, so the torch.ao path stops here with one line instead."""
+    (heap corruption) on LITv2, so the torch.ao path stops here with one line instead. With `amp=torch.bfloat16` it
+    needs oneDNN's bf16 kernels (AVX-512 and newer) too: on an AVX2-only CPU oneDNN has no int8 matmul with bf16
+    output ("could not create a primitive descriptor", AMD EPYC family 23 model 49)."""
+    if amp is torch.bfloat16 and not ONEDNN_BF16:
+        raise ExportError(
+            "int8 with bf16 needs oneDNN's bf16 kernels (AVX-512 or newer), which this CPU lacks: use int8 alone"
+        )
     api = pt2e_api()
     if api.provider != "torchao":
         raise ExportError(
@@ -232,8 +239,9 @@ def compile_int8(qmodel: nn.Module, amp: Optional[torch.dtype] = None) -> Callab
 
     With inductor's C++ wrapper: an int8 step is ~300 kernel calls, and calling them from C++ instead of Python
     took LITv2-S's batch-1 latency from 35 to 31-35 ms and its batch-16 step from 316-319 to 290-304 ms (int8+bf16,
-    AMD EPYC with AVX512-BF16, 2 threads, torch 2.14.1), and compiled faster (45 vs 52 s)."""
-    check_compilable()
+    AMD EPYC with AVX512-BF16, 2 threads, torch 2.14.1), and compiled faster (45 vs 52 s). `check_compilable` says
+    where it cannot run."""
+    check_compilable(amp)
     return compile_frozen(qmodel, amp, cpp_wrapper=True)
 
 
