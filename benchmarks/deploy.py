@@ -5,7 +5,7 @@
 1. Speed: `litvit bench litv2_s swin_tiny_patch4_window7_224@eager --runtime eager eager+bf16 compile compile+bf16
    frozen frozen+bf16 onnxruntime aoti int8 onnxruntime-int8` (random weights, batch 16 throughput and batch-1
    latency at 224, one interleaved run: medians, and per-round ratios to LITv2-S eager fp32 and to Swin-T eager
-   fp32). Record in OUT/speed/.
+   fp32; the bf16 runtimes only where the CPU has native bf16). Record in OUT/speed/.
 2. Accuracy: every runtime of the same list on a trained model, against that model in eager fp32: top-1
    agreement and max |logit difference| on the embedded digits' 360 held-out val images and on 256 crops / mirror
    images of scikit-learn's two sample photos. The model is `litvit train`'s default run (litv2_nano on the
@@ -160,7 +160,7 @@ def main(argv: List[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("out/deploy"))
-    p.add_argument("--runtimes", nargs="+", default=RUNTIMES, help=f"default: {' '.join(RUNTIMES)}")
+    p.add_argument("--runtimes", nargs="+", help=f"default: {' '.join(RUNTIMES)} (the bf16 ones where native)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
@@ -169,6 +169,13 @@ def main(argv: List[str]) -> int:
     p.add_argument("--no-accuracy", action="store_true", help="speed only")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.runtimes is None:
+        from litvit.bench.machine import native_bf16
+
+        args.runtimes = RUNTIMES
+        if native_bf16() is False:
+            print("leaving out the bf16 runtimes: this CPU has no native bf16 (avx512_bf16, amx_bf16)", file=sys.stderr)
+            args.runtimes = [rt for rt in RUNTIMES if "bf16" not in rt]
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     record = speed(args)
