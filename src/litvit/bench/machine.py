@@ -11,7 +11,7 @@ import sys
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from ..allocator import allocator_state
-from ..cpu import cpu_flags, cpu_model, has_int8_dot_product
+from ..cpu import cpu_flags, cpu_model, x86_without_int8_dot_product
 from ..runtime import slow_bf16_message
 
 
@@ -34,10 +34,7 @@ def int8_warning(device_type: str, runtimes: Iterable[str]) -> Optional[str]:
     """A warning where an int8 runtime is timed on an x86 CPU without VNNI / AMX-INT8 (None elsewhere, and where the
     flags are unknown): there int8 barely beats fp32, and onnxruntime in fp32 was the faster runtime (AVX2-only AMD
     EPYC, 2026-12-05: int8 1.12x LITv2-S eager fp32, onnxruntime fp32 1.18x)."""
-    flags = cpu_flags()
-    if device_type != "cpu" or "avx2" not in flags or has_int8_dot_product(flags):
-        return None
-    if not any("int8" in rt for rt in runtimes):
+    if device_type != "cpu" or not x86_without_int8_dot_product(cpu_flags()) or not any("int8" in r for r in runtimes):
         return None
     return (
         "this CPU has no int8 dot-product instructions (no avx512_vnni / avx_vnni / amx_int8): int8 runs little "

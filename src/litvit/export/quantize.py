@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Unio
 import torch
 from torch import nn
 
-from ..cpu import cpu_flags, has_int8_dot_product
+from ..cpu import cpu_flags, x86_without_int8_dot_product
 from ..errors import ExportError, one_line
 from ..layers.fused_cpu import ONEDNN_BF16
 from ..runtime import torch_older_than
@@ -53,8 +53,7 @@ def needs_reduce_range() -> bool:
     """Whether activations must be quantised to 7 bits: x86 CPUs without VNNI / AMX-INT8 multiply u8 x s8 pairs into
     int16 sums (vpmaddubsw) that saturate at full 8-bit range, so oneDNN's int8 kernels would disagree with the
     reference graph (measured on an AVX2-only AMD EPYC: 75% top-1 agreement, logits off by 18% of their range)."""
-    flags = cpu_flags()
-    return bool(flags) and "avx2" in flags and not has_int8_dot_product(flags)
+    return x86_without_int8_dot_product(cpu_flags())
 
 
 LAYOUT_OPS = ("permute", "reshape", "view", "t", "transpose", "contiguous", "clone")
