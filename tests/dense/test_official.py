@@ -19,10 +19,11 @@ BOX_TOL = 1e-3  # pixels
 # kernels (AVX-512 vs AVX2), so the same model and input give scores that differ slightly. Measured: at most 1.1e-6
 # on an Intel AMX Xeon, 1.43e-5 (one score of 100) on an AVX2-only AMD EPYC.
 SCORE_TOL = 5e-5
-# Masks are probabilities pasted into the image at their boxes: a box off by d pixels moves the mask's edges by d,
-# which changes a probability by up to d x the edge's slope (~1 per pixel at the sharpest edges), so the mask bound
-# follows BOX_TOL. Measured on an AVX2-only AMD EPYC: torch 2.14 1.6e-5; torch 2.6 1.5e-4 (11 of 49152 pixels over
-# 1e-4, all on mask edges, boxes 7.8e-5 px apart).
+# Masks are probabilities resampled into the image at their boxes: at a mask's edge a small change of its logits or of
+# its box (d pixels) moves the pasted probabilities by up to the edge's slope (~0.5 per pixel) times that change, so
+# the mask bound follows BOX_TOL. Measured on an AVX2-only AMD EPYC: torch 2.14 1.6e-5; torch 2.6 1.2-1.5e-4 (11 of
+# 49152 pixels over 1e-4, all on one mask's edge where its slope is 0.45-0.48 per pixel against a median of 0.018;
+# boxes 7.8e-5 px apart).
 MASK_TOL = BOX_TOL
 LOGIT_TOL = 1e-4
 
