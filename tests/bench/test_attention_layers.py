@@ -9,20 +9,15 @@ from litvit.bench.subject import count_step_macs, make_input
 from litvit.errors import BenchError
 from litvit.layers import HiLo
 
-
-def _randomize(m: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return m.eval()
+from ..layers.helpers import randomize
 
 
 @pytest.mark.parametrize("window", [1, 2, 3])
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 0.9, 1.0])
 @pytest.mark.parametrize("size", [(8, 8), (7, 7), (9, 13)])
 def test_matmul_baseline_equals_hilo(window, alpha, size):
-    hilo = _randomize(HiLo(48, num_heads=6, window_size=window, alpha=alpha), seed=window * 10 + int(alpha * 10))
+    seed = window * 10 + int(alpha * 10)
+    hilo = randomize(HiLo(48, num_heads=6, window_size=window, alpha=alpha), seed=seed, std=0.1).eval()
     ref = HiLoMatmul.from_hilo(hilo)
     assert (ref.l_heads, ref.h_heads) == (hilo.l_heads, hilo.h_heads)
     x = torch.randn(2, *size, 48)

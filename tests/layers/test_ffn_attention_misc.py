@@ -20,14 +20,7 @@ from litvit.layers import (
     relative_position_index,
 )
 
-
-def _randomize(m: nn.Module, seed: int = 0, std: float = 0.3) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return m
-
+from .helpers import randomize
 
 # ------------------------------------------------------------------------------------------------ DWConvMlp
 
@@ -48,7 +41,7 @@ def dwmlp_official(m: DWConvMlp, x: torch.Tensor, H: int, W: int) -> torch.Tenso
 def test_dwconvmlp_matches_official_token_formulation(size):
     H, W = size
     torch.manual_seed(0)
-    m = _randomize(DWConvMlp(8, 32)).eval()
+    m = randomize(DWConvMlp(8, 32)).eval()
     x = torch.randn(2, H, W, 8)
     with torch.no_grad():
         out = m(x)
@@ -62,7 +55,7 @@ def test_dwconvmlp_as_convolutions_matches_official_token_formulation(size):
     """The graph the ONNX export traces (fc1 / fc2 as 1x1 convolutions) computes the same FFN, with gradients."""
     H, W = size
     torch.manual_seed(0)
-    m = _randomize(DWConvMlp(8, 32)).eval()
+    m = randomize(DWConvMlp(8, 32)).eval()
     m.pointwise_as_conv = True
     x = torch.randn(2, H, W, 8, requires_grad=True)
     out = m(x)
@@ -76,7 +69,7 @@ def test_dwconvmlp_as_convolutions_matches_official_token_formulation(size):
 def test_dwconvmlp_conv_is_spatial():
     """The depthwise conv mixes neighbours: changing one token changes its 3x3 neighbourhood and nothing else."""
     torch.manual_seed(1)
-    m = _randomize(DWConvMlp(4, 8), seed=1).eval()
+    m = randomize(DWConvMlp(4, 8), seed=1).eval()
     x = torch.randn(1, 5, 5, 4)
     y = x.clone()
     y[0, 2, 2] += 1.0
@@ -124,7 +117,7 @@ def msa_reference(qkv: nn.Linear, proj: nn.Linear, x: torch.Tensor, heads: int) 
 
 def test_attention_tokens_match_reference():
     torch.manual_seed(3)
-    m = _randomize(Attention(16, 4), seed=3).eval()
+    m = randomize(Attention(16, 4), seed=3).eval()
     x = torch.randn(2, 11, 16)
     with torch.no_grad():
         out = m(x)
@@ -135,7 +128,7 @@ def test_attention_tokens_match_reference():
 
 def test_attention_map_matches_reference():
     torch.manual_seed(4)
-    m = _randomize(Attention(16, 2), seed=4).eval()
+    m = randomize(Attention(16, 2), seed=4).eval()
     x = torch.randn(2, 3, 5, 16)
     with torch.no_grad():
         out = m(x)
@@ -189,7 +182,7 @@ def relpos_reference(m: RelPosAttention, x: torch.Tensor, bias: torch.Tensor) ->
 def test_relpos_at_grid_size(index_buffer):
     torch.manual_seed(5)
     heads, grid = 2, (3, 4)
-    m = _randomize(RelPosAttention(16, heads, grid, index_buffer=index_buffer), seed=5).eval()
+    m = randomize(RelPosAttention(16, heads, grid, index_buffer=index_buffer), seed=5).eval()
     table = m.relative_position_bias_table
     assert table.shape == (5 * 7, heads)
     n = 12
@@ -207,7 +200,7 @@ def test_relpos_at_grid_size(index_buffer):
 
 def test_relpos_bias_matters():
     torch.manual_seed(6)
-    m = _randomize(RelPosAttention(16, 2, (3, 3)), seed=6).eval()
+    m = randomize(RelPosAttention(16, 2, (3, 3)), seed=6).eval()
     x = torch.randn(1, 3, 3, 16)
     with torch.no_grad():
         a = m(x)
@@ -219,7 +212,7 @@ def test_relpos_bias_matters():
 def test_relpos_other_size_interpolates_table():
     torch.manual_seed(7)
     heads = 3
-    m = _randomize(RelPosAttention(12, heads, (4, 4)), seed=7).eval()
+    m = randomize(RelPosAttention(12, heads, (4, 4)), seed=7).eval()
     H, W = 3, 5
     with torch.no_grad():
         table = m.relative_position_bias_table
@@ -265,7 +258,7 @@ def test_relpos_bad_input():
 
 def test_patch_embed_pads_right_bottom():
     torch.manual_seed(8)
-    m = _randomize(PatchEmbed(patch_size=4, in_chans=3, embed_dim=8), seed=8).eval()
+    m = randomize(PatchEmbed(patch_size=4, in_chans=3, embed_dim=8), seed=8).eval()
     x = torch.randn(2, 3, 10, 13)
     with torch.no_grad():
         out = m(x)
@@ -283,7 +276,7 @@ def test_patch_embed_pads_right_bottom():
 
 def test_patch_embed_exact_multiple_and_no_norm():
     torch.manual_seed(9)
-    m = _randomize(PatchEmbed(patch_size=4, in_chans=3, embed_dim=8, norm_layer=None), seed=9).eval()
+    m = randomize(PatchEmbed(patch_size=4, in_chans=3, embed_dim=8, norm_layer=None), seed=9).eval()
     x = torch.randn(1, 3, 8, 12)
     with torch.no_grad():
         out = m(x)
@@ -297,7 +290,7 @@ def test_patch_embed_exact_multiple_and_no_norm():
 
 def test_mlp_block_formula():
     torch.manual_seed(10)
-    blk = _randomize(MLPBlock(8, Mlp(8, 32)), seed=10).eval()
+    blk = randomize(MLPBlock(8, Mlp(8, 32)), seed=10).eval()
     x = torch.randn(2, 3, 5, 8)
     with torch.no_grad():
         out = blk(x)
@@ -317,7 +310,7 @@ def test_mlp_block_formula():
 
 def test_block_formula_with_hilo():
     torch.manual_seed(11)
-    blk = _randomize(Block(16, HiLo(16, 4, window_size=2, alpha=0.5), DWConvMlp(16, 64)), seed=11, std=0.2).eval()
+    blk = randomize(Block(16, HiLo(16, 4, window_size=2, alpha=0.5), DWConvMlp(16, 64)), seed=11, std=0.2).eval()
     x = torch.randn(2, 5, 7, 16)
     with torch.no_grad():
         out = blk(x)
@@ -331,7 +324,7 @@ def test_block_formula_with_hilo():
 
 def test_block_formula_with_attention_tokens():
     torch.manual_seed(12)
-    blk = _randomize(Block(16, Attention(16, 4), Mlp(16, 64)), seed=12, std=0.2).eval()
+    blk = randomize(Block(16, Attention(16, 4), Mlp(16, 64)), seed=12, std=0.2).eval()
     x = torch.randn(2, 9, 16)
     with torch.no_grad():
         out = blk(x)
@@ -342,8 +335,8 @@ def test_block_formula_with_attention_tokens():
 
 def _make_blocks(drop_path):
     torch.manual_seed(13)
-    mlp_block = _randomize(MLPBlock(8, Mlp(8, 16), drop_path=drop_path), seed=13)
-    block = _randomize(Block(8, Attention(8, 2), Mlp(8, 16), drop_path=drop_path), seed=14)
+    mlp_block = randomize(MLPBlock(8, Mlp(8, 16), drop_path=drop_path), seed=13)
+    block = randomize(Block(8, Attention(8, 2), Mlp(8, 16), drop_path=drop_path), seed=14)
     return mlp_block, block
 
 

@@ -1,80 +1,21 @@
 """HiLo attention against an independent re-statement of ARCHITECTURE.md §3 (the official forward)."""
 
 import math
-import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from litvit.layers import HiLo
 
+from .helpers import hilo_reference, randomize
+
 TOL = 1e-5
-
-
-def _randomize(m: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial weights and biases everywhere (biases default to values that could hide ordering bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return m.eval()
-
-
-def hilo_reference(m: HiLo, x: torch.Tensor) -> torch.Tensor:
-    """Official HiLo forward (dense version), written out with explicit matmul + softmax.
-
-    x: (B, H, W, C) -> (B, H, W, C). Reads only the weights of `m` and its hyper-parameters.
-    """
-    B, H, W, C = x.shape
-    s = m.window_size
-    num_heads = m.num_heads
-    head_dim = int(C / num_heads)
-    scale = head_dim**-0.5
-    l_heads = int(num_heads * m.alpha)
-    h_heads = num_heads - l_heads
-    if s == 1:
-        h_heads, l_heads = 0, num_heads
-    h_dim, l_dim = h_heads * head_dim, l_heads * head_dim
-
-    pad_r = (s - W % s) % s
-    pad_b = (s - H % s) % s
-    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-    Hp, Wp = x.shape[1], x.shape[2]
-    assert Hp % s == 0 and Wp % s == 0
-
-    outs = []
-    if h_heads > 0:
-        h_group, w_group = Hp // s, Wp // s
-        total_groups = h_group * w_group
-        xw = x.view(B, h_group, s, w_group, s, C).transpose(2, 3)
-        qkv = m.h_qkv(xw).reshape(B, total_groups, -1, 3, h_heads, head_dim).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, G, h, s*s, d)
-        attn = (q @ k.transpose(-2, -1)) * scale
-        attn = attn.softmax(dim=-1)
-        o = (attn @ v).transpose(2, 3).reshape(B, h_group, w_group, s, s, h_dim)
-        o = o.transpose(2, 3).reshape(B, h_group * s, w_group * s, h_dim)
-        outs.append(m.h_proj(o)[:, :H, :W])
-    if l_heads > 0:
-        q = m.l_q(x).reshape(B, Hp * Wp, l_heads, head_dim).permute(0, 2, 1, 3)
-        if s > 1:
-            x_ = x.permute(0, 3, 1, 2)
-            x_ = nn.AvgPool2d(kernel_size=s, stride=s)(x_).reshape(B, C, -1).permute(0, 2, 1)
-        else:
-            x_ = x.reshape(B, Hp * Wp, C)
-        kv = m.l_kv(x_).reshape(B, -1, 2, l_heads, head_dim).permute(2, 0, 3, 1, 4)
-        k, v = kv[0], kv[1]
-        attn = (q @ k.transpose(-2, -1)) * scale
-        attn = attn.softmax(dim=-1)
-        o = (attn @ v).transpose(1, 2).reshape(B, Hp, Wp, l_dim)
-        outs.append(m.l_proj(o)[:, :H, :W])
-    return torch.cat(outs, dim=-1)
 
 
 def _check_against_reference(dim, heads, s, alpha, H, W, B=2, seed=0):
     torch.manual_seed(seed)
-    m = _randomize(HiLo(dim, heads, window_size=s, alpha=alpha), seed)
+    m = randomize(HiLo(dim, heads, window_size=s, alpha=alpha), seed).eval()
     x = torch.randn(B, H, W, dim)
     with torch.no_grad():
         out = m(x)
@@ -91,7 +32,7 @@ def _check_against_reference(dim, heads, s, alpha, H, W, B=2, seed=0):
 def test_reference_is_not_trivially_self_consistent():
     """Guard: the reference must be sensitive to the channel order of the concat (Hi-Fi first)."""
     torch.manual_seed(0)
-    m = _randomize(HiLo(16, 4, window_size=2, alpha=0.5))
+    m = randomize(HiLo(16, 4, window_size=2, alpha=0.5)).eval()
     x = torch.randn(1, 4, 4, 16)
     with torch.no_grad():
         out = m(x)
@@ -133,9 +74,9 @@ def test_matches_reference_official_stage3_shape():
 
 def test_qk_scale_override_used():
     torch.manual_seed(0)
-    m = _randomize(HiLo(16, 4, window_size=2, alpha=0.5, qk_scale=0.1))
+    m = randomize(HiLo(16, 4, window_size=2, alpha=0.5, qk_scale=0.1)).eval()
     assert m.scale == pytest.approx(0.1)
-    m_default = _randomize(HiLo(16, 4, window_size=2, alpha=0.5))
+    m_default = randomize(HiLo(16, 4, window_size=2, alpha=0.5)).eval()
     x = torch.randn(1, 4, 4, 16)
     with torch.no_grad():
         assert (m(x) - m_default(x)).abs().max() > 1e-4
@@ -148,7 +89,7 @@ def test_qk_scale_override_used():
 def test_window_one_equals_multihead_attention(alpha):
     dim, heads = 24, 4
     torch.manual_seed(1)
-    m = _randomize(HiLo(dim, heads, window_size=1, alpha=alpha), seed=1)
+    m = randomize(HiLo(dim, heads, window_size=1, alpha=alpha), seed=1).eval()
     assert m.h_heads == 0
     assert m.l_heads == heads
     assert getattr(m, "h_qkv", None) is None
@@ -270,7 +211,7 @@ def test_head_split_truncates(dim, heads, alpha, l_heads, h_heads):
 def test_token_input_matches_map_input(size):
     H, W = size
     torch.manual_seed(2)
-    m = _randomize(HiLo(16, 4, window_size=2, alpha=0.5), seed=2)
+    m = randomize(HiLo(16, 4, window_size=2, alpha=0.5), seed=2).eval()
     x = torch.randn(2, H, W, 16)
     with torch.no_grad():
         out_map = m(x)
@@ -282,7 +223,7 @@ def test_token_input_matches_map_input(size):
 
 
 def test_map_input_with_matching_size_is_accepted():
-    m = _randomize(HiLo(16, 4))
+    m = randomize(HiLo(16, 4)).eval()
     x = torch.randn(1, 3, 5, 16)
     with torch.no_grad():
         assert torch.equal(m(x, size=(3, 5)), m(x))
@@ -302,7 +243,7 @@ def test_output_shape_equals_input_shape(size, s, alpha):
 def test_hifi_is_window_local_on_padded_map():
     """Hi-Fi only: changing the lone real token of the bottom-right padded window changes that output only."""
     torch.manual_seed(3)
-    m = _randomize(HiLo(16, 4, window_size=2, alpha=0.0), seed=3)  # Hi-Fi only: strictly window-local
+    m = randomize(HiLo(16, 4, window_size=2, alpha=0.0), seed=3).eval()  # Hi-Fi only: strictly window-local
     x = torch.randn(1, 5, 5, 16)
     y = x.clone()
     y[0, 4, 4] += 1.0  # the bottom-right 1x1 remainder window
@@ -380,152 +321,3 @@ def test_every_parameter_gets_gradient():
         assert p.grad is not None, name
         assert p.grad.abs().sum() > 0, name
     assert x.grad is not None and x.grad.abs().sum() > 0
-
-
-# ------------------------------------------------------------------------------------------------ bad input
-
-
-def test_dim_not_divisible_by_heads():
-    with pytest.raises(ValueError, match=r"dim \(10\).*num_heads \(3\)"):
-        HiLo(10, 3)
-
-
-@pytest.mark.parametrize("alpha,shown", [(-0.1, "-0.1"), (1.5, "1.5"), ("0.5", "'0.5'"), (None, "None")])
-def test_bad_alpha(alpha, shown):
-    with pytest.raises(ValueError, match=r"alpha.*" + re.escape(shown)):
-        HiLo(16, 4, alpha=alpha)
-
-
-def test_bool_alpha_rejected():
-    with pytest.raises(ValueError, match="alpha.*True"):
-        HiLo(16, 4, alpha=True)
-
-
-@pytest.mark.parametrize("window_size,shown", [(0, "0"), (-1, "-1"), (2.5, "2.5")])
-def test_bad_window_size(window_size, shown):
-    with pytest.raises(ValueError, match=r"window_size.*got " + re.escape(shown)):
-        HiLo(16, 4, window_size=window_size)
-
-
-@pytest.mark.parametrize("shape", [(4, 16), (1, 2, 2, 2, 16)])
-def test_wrong_rank_input(shape):
-    m = HiLo(16, 4)
-    with pytest.raises(ValueError, match=rf"HiLo input.*{len(shape)}-D"):
-        m(torch.randn(*shape))
-
-
-def test_wrong_channels_map():
-    m = HiLo(16, 4)
-    with pytest.raises(ValueError, match=r"HiLo input.*16 channels.*\[1, 4, 4, 12\]"):
-        m(torch.randn(1, 4, 4, 12))
-
-
-def test_wrong_channels_tokens():
-    m = HiLo(16, 4)
-    with pytest.raises(ValueError, match=r"16 channels.*\[1, 16, 12\]"):
-        m(torch.randn(1, 16, 12), size=(4, 4))
-
-
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
-def test_integer_dtype_is_type_error(dtype):
-    m = HiLo(16, 4)
-    with pytest.raises(TypeError, match=rf"HiLo input.*floating.*{str(dtype).split('.')[-1]}"):
-        m(torch.zeros(1, 4, 4, 16, dtype=dtype))
-
-
-def test_tokens_without_size():
-    m = HiLo(16, 4)
-    with pytest.raises(ValueError, match=r"HiLo input.*\(B, N, C\).*size=\(H, W\)"):
-        m(torch.randn(1, 16, 16))
-
-
-def test_size_inconsistent_with_tokens():
-    m = HiLo(16, 4)
-    with pytest.raises(ValueError, match=r"size=\(3, 5\) gives 15 tokens.*N=16"):
-        m(torch.randn(1, 16, 16), size=(3, 5))
-
-
-def test_size_inconsistent_with_map():
-    m = HiLo(16, 4)
-    with pytest.raises(ValueError, match=r"size=\(4, 5\).*\[1, 4, 4, 16\]"):
-        m(torch.randn(1, 4, 4, 16), size=(4, 5))
-
-
-# ------------------------------------------------------------------------------------ small-window inference path
-
-
-def _count_sdpa(monkeypatch) -> list:
-    import litvit.layers.hilo as hilo_module
-
-    calls = []
-    real = hilo_module.F.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(hilo_module.F, "scaled_dot_product_attention", counting)
-    return calls
-
-
-@pytest.mark.parametrize("s,grad,sdpa_calls", [(2, False, 0), (4, False, 0), (5, False, 1), (2, True, 1)])
-def test_small_windows_use_matmul_attention_in_inference_only(monkeypatch, s, grad, sdpa_calls):
-    """Windows of <= 16 tokens run matmul attention in eager CPU inference; training and larger windows keep SDPA;
-    both compute the official function."""
-    m = _randomize(HiLo(16, 4, window_size=s, alpha=0.0))  # all Hi-Fi: every SDPA call is a window call
-    x = torch.randn(2, 7, 9, 16)
-    calls = _count_sdpa(monkeypatch)
-    with torch.set_grad_enabled(grad):
-        out = m(x)
-    assert len(calls) == sdpa_calls
-    with torch.no_grad():
-        ref = hilo_reference(m, x)
-    assert (out.detach() - ref).abs().max().item() <= TOL
-
-
-def test_small_window_path_bf16_autocast_close_to_fp32():
-    """Under CPU bf16 autocast the matmul path returns the autocast dtype and stays near fp32."""
-    m = _randomize(HiLo(32, 8, window_size=2, alpha=0.5))
-    x = torch.randn(2, 6, 10, 32)
-    with torch.no_grad():
-        ref = m(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = m(x)
-    assert out.shape == ref.shape and out.dtype == torch.bfloat16
-    rel = ((out.float() - ref).abs().max() / ref.abs().max()).item()
-    assert rel < 3e-2
-
-
-@pytest.mark.parametrize(
-    "s,alpha,sdpa_calls", [(2, 0.0, 0), (4, 0.0, 0), (5, 0.0, 1), (2, 0.5, 0), (5, 0.5, 1), (1, 0.5, 0)]
-)
-def test_attention_for_compiler_in_traced_graphs(monkeypatch, s, alpha, sdpa_calls):
-    """With `_tracing(attention_for_compiler=True)` (the int8 export) a traced HiLo has no SDPA but for Hi-Fi
-    windows of more than 16 tokens (tiny windows as broadcast sums, Lo-Fi as matmuls and a written-out softmax),
-    and still computes the official function."""
-    from litvit.export.program import _tracing
-
-    m = _randomize(HiLo(16, 4, window_size=s, alpha=alpha))
-    x = torch.randn(2, 7, 9, 16)
-    calls = _count_sdpa(monkeypatch)
-    with torch.no_grad():
-        ref = hilo_reference(m, x)
-        with _tracing(m, attention_for_compiler=True):
-            program = torch.export.export(m, (x,), strict=False)  # traced: no eager fast path
-        assert "_for_compiler" not in m.__dict__ and not m._for_compiler()  # restored
-        out = program.module()(x)
-    assert len(calls) == sdpa_calls
-    assert (out - ref).abs().max().item() <= TOL
-
-
-def test_attention_for_compiler_compiled_matches_reference():
-    """Compiled by inductor, the plain forms agree with the official function within fp32 rounding."""
-    from litvit.export.program import _tracing
-
-    m = _randomize(HiLo(32, 8, window_size=2, alpha=0.5))
-    x = torch.randn(3, 6, 10, 32)
-    with torch.no_grad():
-        ref = hilo_reference(m, x)
-        with _tracing(m, attention_for_compiler=True):
-            out = torch.compile(m, backend="inductor", dynamic=False)(x)
-    assert (out - ref).abs().max().item() <= TOL

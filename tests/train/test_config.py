@@ -10,9 +10,9 @@ from litvit.train.config import (
     build_config,
     config_names,
     load_yaml,
-    overrides_from_args,
     resolve_lrs,
 )
+from litvit.train.flags import overrides_from_args
 
 
 def parse(argv):

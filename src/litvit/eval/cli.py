@@ -6,7 +6,7 @@ from typing import List, Optional
 
 from ..command import add_command, main_of
 from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, TASKS
-from ..train.config import key_value_arg
+from ..train.flags import key_value_arg
 
 DESCRIPTION = """Top-1 / top-5 of a model + checkpoint on an ImageFolder validation set, with the paper's eval
 transform (resize 256 bicubic + centre crop 224; the 384 model resizes to 384 x 384 without a crop).

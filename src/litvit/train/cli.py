@@ -7,7 +7,8 @@ from typing import List, Optional
 
 from ..command import add_command, main_of
 from ..errors import CheckpointError, ConfigError
-from .config import DEFAULT_CONFIG, TASK_DEFAULT_CONFIGS, add_config_arguments, config_names
+from .config import DEFAULT_CONFIG, TASK_DEFAULT_CONFIGS, config_names
+from .flags import add_config_arguments
 
 _DET, _SEG = TASK_DEFAULT_CONFIGS["detection"], TASK_DEFAULT_CONFIGS["segmentation"]
 DESCRIPTION = f"""Train a LIT / LITv2 model (any timm model) with the paper's recipe on timm's training stack.
@@ -51,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Build the configuration (a shipped / YAML config, or a resumed run's own) and train."""
     from .checkpoint import find_resume_checkpoint, load_train_checkpoint
-    from .config import build_config, default_config, overrides_from_args, task_name
+    from .config import build_config, default_config, task_name
+    from .flags import overrides_from_args
     from .run import run_training
 
     overrides = overrides_from_args(args)

@@ -1,7 +1,6 @@
 """The training configuration: defaults (the paper's ImageNet recipe, spec section 8.1) < a shipped or user YAML
 (`--config`) < command-line flags. The resolved configuration is a plain dict, stored in every checkpoint."""
 
-import argparse
 import dataclasses
 import difflib
 import math
@@ -12,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ..errors import ConfigError
-from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, TASKS, parse_key_value
+from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, TASKS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = "nano"
@@ -197,7 +196,7 @@ def check_keys(values: Dict[str, Any], source: str) -> None:
             raise ConfigError(f"unknown setting {key!r} in {source}{hint}; `litvit train --help` lists the settings")
 
 
-def _kind(name: str) -> str:
+def field_kind(name: str) -> str:
     t = str(FIELDS[name].type)
     for kind in ("Dict", "Tuple", "List", "bool", "int", "float", "str"):
         if kind in t:
@@ -207,7 +206,7 @@ def _kind(name: str) -> str:
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """YAML / flag values to the field's type (ints where floats are expected, lists for pairs, 'none' for None)."""
-    kind = _kind(name)
+    kind = field_kind(name)
     optional = "Optional" in str(FIELDS[name].type)
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and kind != "Dict"):
         if optional:
@@ -374,56 +373,3 @@ def default_config(overrides: Optional[Dict[str, Any]] = None) -> str:
     """The shipped config a run without --config starts from: the one of its --task (nano for classification)."""
     task = task_name(str((overrides or {}).get("task", "classification")))
     return TASK_DEFAULT_CONFIGS.get(task, DEFAULT_CONFIG)
-
-
-# --- command-line flags, generated from the fields -------------------------------------------------------------
-
-
-def key_value_arg(text: str) -> Tuple[str, Any]:
-    """argparse type of KEY=VALUE flags (`--model-kwargs alpha=0.5`)."""
-    try:
-        return parse_key_value(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, defaults_from: Optional[str] = DEFAULT_CONFIG) -> None:
-    """One flag per TrainConfig field (`--batch-size`, `--no-model-ema`, ...); unset flags stay out of the namespace
-    so that the YAML's values apply. The help shows the defaults of `defaults_from` (the config a plain
-    `litvit train` runs), since those are what a flag left out gives."""
-    shipped = load_yaml(defaults_from) if defaults_from else {}
-    groups: Dict[str, Any] = {}
-    for f in FIELDS.values():
-        group_name = f.metadata.get("group", "run")
-        group = groups.get(group_name) or groups.setdefault(group_name, parser.add_argument_group(group_name))
-        flag = "--" + f.name.replace("_", "-")
-        kind = _kind(f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        default = shipped.get(f.name, default)
-        help_text = f"{f.metadata['help']} [default: {default}]".replace("%", "%%")
-        kwargs: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
-        if kind == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-        elif kind == "Tuple":
-            group.add_argument(flag, nargs=2, type=float, metavar=("A", "B"), **kwargs)
-        elif kind == "Dict":
-            group.add_argument(flag, nargs="+", type=key_value_arg, metavar="KEY=VALUE", **kwargs)
-        elif kind == "List":
-            group.add_argument(flag, nargs="*", type=float, metavar="N", **kwargs)
-        else:
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
-            group.add_argument(flag, type=str, metavar=kind.upper() if kind != "str" else None, **kwargs)
-
-
-def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for name in FIELDS:
-        if hasattr(args, name):
-            value = getattr(args, name)
-            if _kind(name) == "Dict":
-                value = dict(value)
-            elif _kind(name) == "List":
-                value = list(value)
-            out[name] = value
-    return out
