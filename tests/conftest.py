@@ -35,10 +35,19 @@ def pytest_runtest_setup(item):
             pytest.skip(f"needs {', '.join(missing)} (optional: pip install -e '.[dev]')")
 
 
+# Test folders whose tests run tiny models on one thread even outside pytest-xdist: tiny models run fastest on one
+# thread, and these tests start subprocesses and compilers that should not fight them for the cores.
+ONE_THREAD_FOLDERS = {"eval", "export", "predict", "train"}
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed_and_threads(request):
     torch.manual_seed(0)
+    before = torch.get_num_threads()
+    if Path(request.node.path).relative_to(Path(__file__).parent).parts[0] in ONE_THREAD_FOLDERS:
+        torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """Tiny models of every family and their exports, shared by the export tests (module- / session-scoped: an export
 takes seconds, a model milliseconds)."""
 
-import pytest
 import torch
 
 from litvit.models import LIT, LITTi, LITv2
@@ -37,11 +36,3 @@ def tiny_model(family: str) -> torch.nn.Module:
         if hasattr(m, "conv_offset"):
             torch.nn.init.normal_(m.conv_offset.weight, std=0.3)
     return model.eval()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -6,19 +6,9 @@ import io
 from pathlib import Path
 
 import pytest
-import torch
 
 from litvit.cli import main
 from litvit.data.digits import DigitsDataset
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="package")
