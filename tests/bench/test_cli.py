@@ -12,6 +12,7 @@ import timm
 import torch
 
 from litvit.bench.cli import main
+from litvit.bench.machine import native_bf16
 from litvit.flops import count_macs
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -93,9 +94,27 @@ def test_bf16_train_run_reports_logit_check_and_step_macs(tmp_path):
     assert len(nano["throughput"]["times_s"]) == 2
     assert "latency" not in nano and "memory" not in nano
     assert "bf16 logit rel. diff" in table and "latency b1" not in table
+    if native_bf16() is False:  # emulated bf16: no probe (minutes for one product), the table says why
+        assert "bf16" not in record["matmul"] and "Matmul bf16" not in table
+        assert "**Warning: this CPU has no native bf16" in table
+        return
     bf16_probe = record["matmul"]["bf16"]  # a bf16 product beside the fp32 probe, named in the header
     assert bf16_probe["dtype"] == "bf16" and bf16_probe["gflops_median"] > 0 and len(bf16_probe["times_s"]) == 2
     assert "Matmul bf16 (same size, same run)" in table
+
+
+def test_no_bf16_probe_where_bf16_is_emulated(tmp_path, monkeypatch):
+    """Without native bf16 the probe would take minutes (0.3 GFLOP/s on an AVX2-only EPYC): it is left out, and the
+    table carries the emulation warning instead."""
+    import litvit.bench.machine as machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: ["avx2", "fma"])
+    out = tmp_path / "emulated"
+    args = ["litv2_nano", *TINY, "--dtype", "bf16", "--no-latency", "--no-memory", "--rounds", "1", "--repeats", "1"]
+    assert main([*args, "--warmup", "0", "--out", str(out)]) == 0
+    table, record = _outputs(out)
+    assert "bf16" not in record["matmul"] and record["matmul"]["gflops_median"] > 0
+    assert "**Warning: this CPU has no native bf16" in table and "Matmul bf16" not in table
 
 
 def test_quick_attention_run(tmp_path):
