@@ -139,7 +139,8 @@ class DWConvMlp(nn.Module):
         if not torch.jit.is_scripting() and self._fusable(x):
             x = self._dwconv_gelu_fused(x)
         else:
-            x = self.act(self.dwconv(x))
+            x = self.dwconv(x)  # own statement: fc1's output is freed before GELU allocates (one hidden map fewer)
+            x = self.act(x)
         x = self.drop1(x)
         x = self.fc2(x)
         return self.drop2(x)
