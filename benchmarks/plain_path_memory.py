@@ -1,5 +1,5 @@
-"""Peak memory of one LITv2 inference forward on the plain path (the ops a GPU runs), litvit against the official
-forward (`litv2_s:official`), measured on the CPU: no GPU needed.
+"""Peak memory and data traffic of one LITv2 inference forward on the plain path (the ops a GPU runs), litvit against
+the official forward (`litv2_s:official`), measured on the CPU: no GPU needed.
 
     python benchmarks/plain_path_memory.py [--model litv2_s] [--batch-size 64] [--dtype fp32 bf16]
 
@@ -7,17 +7,21 @@ Why: on a CPU litvit's eager inference takes its oneDNN fast paths, which alloca
 ops. A pass-through dispatch mode turns the fast paths off (`layers.fused_cpu.inference_fast_path`), so the forward
 runs the GPU's ops on the CPU, and the profiler's memory events give the peak of the bytes alive during it (the model's
 weights and input not counted). Compare with `torch.cuda.max_memory_allocated` on a GPU (docs/performance.md, "GPU").
+The same mode counts the ops that compute something (a GPU's kernels, roughly) and the bytes they read and write: what
+bounds memory-bound kernels on a GPU.
 """
 
 import argparse
 import json
 import os
 import tempfile
+from typing import Tuple
 
 import timm
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import litvit.models  # noqa: F401  (registers the models with timm)
 from litvit.bench.machine import cpu_model  # the lscpu model name
@@ -26,18 +30,32 @@ from litvit.bench.official_style import official_style
 MB = 2.0**20
 
 
-class PassThrough(TorchDispatchMode):
-    """Runs every op as it is; its presence alone makes litvit take the plain ops."""
+class Traffic(TorchDispatchMode):
+    """Runs every op as it is (its presence alone makes litvit take the plain ops) and counts the ops that write new
+    memory, with the bytes of their tensor inputs and outputs; views and aliases (eval-mode dropout) are free."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops, self.bytes = 0, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        ins = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        read = {t.untyped_storage().data_ptr() for t in ins}
+        if outs and all(t.untyped_storage().data_ptr() in read for t in outs):
+            return out  # a view or an alias: no kernel, no traffic
+        self.ops += 1
+        self.bytes += sum(t.numel() * t.element_size() for t in ins + outs)
+        return out
 
 
-def peak_mb(model: torch.nn.Module, x: torch.Tensor, dtype: str) -> float:
-    """Peak bytes allocated during one forward above those alive at its start, in MB."""
+def measure(model: torch.nn.Module, x: torch.Tensor, dtype: str) -> Tuple[float, int, float]:
+    """Peak bytes allocated during one forward above those alive at its start (MB), ops run, bytes they moved (GB)."""
+    traffic = Traffic()
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16"):
         model(x)  # warm-up: first-call allocations do not count
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, PassThrough():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, traffic:
             model(x)
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
@@ -48,7 +66,8 @@ def peak_mb(model: torch.nn.Module, x: torch.Tensor, dtype: str) -> float:
     finally:
         os.remove(path)
     totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
-    return (max(totals) - totals[0]) / MB if totals else float("nan")
+    peak = (max(totals) - totals[0]) / MB if totals else float("nan")
+    return peak, traffic.ops, traffic.bytes / 1e9
 
 
 def main() -> None:
@@ -66,10 +85,11 @@ def main() -> None:
     official = official_style(model).eval()
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
     print(f"{cpu_model()}, torch {torch.__version__}, {args.model}, batch {args.batch_size}, {args.img_size}")
-    print("| dtype | litvit MB | official forward MB | litvit / official |\n|---|---|---|---|")
+    print("| dtype | peak MB: litvit | official | ops: litvit | official | GB moved: litvit | official |")
+    print("|---|---|---|---|---|---|---|")
     for dtype in args.dtype:
-        ours, theirs = peak_mb(model, x, dtype), peak_mb(official, x, dtype)
-        print(f"| {dtype} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}x |")
+        (peak, ops, moved), (peak_o, ops_o, moved_o) = measure(model, x, dtype), measure(official, x, dtype)
+        print(f"| {dtype} | {peak:.0f} | {peak_o:.0f} | {ops} | {ops_o} | {moved:.2f} | {moved_o:.2f} |")
 
 
 if __name__ == "__main__":
