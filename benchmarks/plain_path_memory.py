@@ -72,7 +72,7 @@ def measure(model: torch.nn.Module, x: torch.Tensor, dtype: str) -> Tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="litv2_s")
+    parser.add_argument("--model", default="litv2_s", choices=timm.list_models("litv2*"), help="a LITv2 classifier")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--dtype", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
