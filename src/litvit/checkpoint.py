@@ -217,6 +217,14 @@ def mismatch_report(model: nn.Module, sd: StateDict, ignore_missing: Tuple[str, 
     return lines
 
 
+def writable(path: PathLike) -> bool:
+    """Whether a file can be written at `path`: not a folder, and its nearest existing folder writable (the missing
+    ones are created by `atomic_write`). For refusing an output path before the work whose result goes there."""
+    path = Path(path)
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    return not path.is_dir() and folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
     """Write a file so that `path` holds either its old content or the complete new one, never a torn file.
 

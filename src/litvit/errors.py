@@ -7,6 +7,9 @@ missing file): then only rank 0 prints it. Each error also keeps the builtin bas
 OSError, ...), so `except ValueError` in user code goes on working.
 """
 
+from contextlib import contextmanager
+from typing import Iterator
+
 __all__ = [
     "BadImageError",
     "BenchError",
@@ -20,6 +23,7 @@ __all__ = [
     "LitvitError",
     "NonFiniteLossError",
     "one_line",
+    "refused_settings",
     "report",
 ]
 
@@ -66,7 +70,8 @@ class BenchError(LitvitError, ValueError):
 
 
 class CheckpointSaveError(LitvitError, OSError):
-    """A checkpoint could not be written (full disk, permissions); the previous one is intact."""
+    """A checkpoint (or another result file) could not be written (full disk, permissions); the previous one is
+    intact."""
 
     exit_code = 1
 
@@ -87,6 +92,18 @@ def one_line(e: BaseException) -> str:
         last = msg.strip().splitlines()[-1]
         msg = last.partition(": ")[2] or last
     return msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+
+
+@contextmanager
+def refused_settings(model: str) -> Iterator[None]:
+    """Around a model factory: a keyword the model does not take, or a bad value for one (the TypeError /
+    ValueError of its constructor), becomes one ConfigError line naming the model."""
+    try:
+        yield
+    except (TypeError, ValueError) as e:
+        if isinstance(e, LitvitError):
+            raise
+        raise ConfigError(f"{model} does not take these settings ({one_line(e)}): fix or drop the keyword") from None
 
 
 def report(prog: str, e: LitvitError, rank: int = 0) -> int:

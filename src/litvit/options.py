@@ -3,11 +3,15 @@ command line can describe itself quickly; `litvit.runtime` turns the names into 
 
 from typing import Any, Sequence, Tuple, Union
 
+from .errors import ConfigError
+
 __all__ = [
     "BAD_IMAGE_MODES",
     "DEVICES",
+    "MAX_IMG_SIZE",
     "TASKS",
     "PRECISIONS",
+    "check_img_size",
     "parse_key_value",
     "parse_size",
     "to_2tuple",
@@ -21,6 +25,17 @@ DEVICES = ("auto", "cpu", "cuda")  # and cuda:N where a command takes one device
 BAD_IMAGE_MODES = ("skip", "error")
 # What `litvit train --task` / `litvit eval --task` take: a task's name and its short form.
 TASKS = ("classification", "cls", "detection", "det", "segmentation", "seg")
+# The largest --img-size a command takes: far above any resolution the models are trained or evaluated at, and
+# below the sizes whose input alone (3 x N x N floats) outgrows a machine's memory and gets the process killed.
+MAX_IMG_SIZE = 4096
+
+
+def check_img_size(size: Any, flag: str = "--img-size") -> None:
+    """A resolution flag's value (None: the model's own), refused before any model is built or image is read."""
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMG_SIZE:
+        raise ConfigError(f"{flag} must be a whole number of pixels from 1 to {MAX_IMG_SIZE}, got {size!r}")
 
 
 def parse_key_value(text: str) -> Tuple[str, Any]:

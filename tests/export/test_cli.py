@@ -29,6 +29,18 @@ def _error(argv, capsys) -> str:
     return err
 
 
+def test_an_opset_the_exporter_cannot_reach_is_refused_and_nothing_written(tmp_path, capsys):
+    """Where torch's converter cannot reach the opset asked, it keeps its own opset 18 with newer operators (Gelu)
+    in the graph: a file no runtime loads. The written file is checked against its opset instead (opset 99 is past
+    every onnx release)."""
+    err = _error(
+        ["--model", "litv2_nano", "--opset", "99", "--size", "32", "--static", "--out", str(tmp_path / "x.onnx")],
+        capsys,
+    )
+    assert "cannot write opset 99" in err and "pass a lower --opset" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
     out = ["--out", str(tmp_path / "x.onnx")]
     assert "unknown model 'litv9_s'" in _error(["--model", "litv9_s", *out], capsys)
@@ -46,6 +58,7 @@ def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "--static exports one fixed size" in _error(["--model", "litv2_nano", "--static", *out], capsys)
     assert "bad size" in _error(["--model", "litv2_nano", "--size", "0x3", *out], capsys)
     assert "no DeformConv" in _error(["--model", "litv2_nano", "--opset", "17", *out], capsys)
+    assert "--tolerance must be a number > 0" in _error(["--model", "litv2_nano", "--tolerance", "-1", *out], capsys)
 
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the [deploy] extra were not installed
     assert "pip install 'litvit[deploy]'" in _error(["--model", "litv2_nano", *out], capsys)

@@ -67,6 +67,8 @@ def other_model_file(tmp_path_factory):
         (["{png}", "--checkpoint", "{ckpt}", "--device", "tpu"], "device 'tpu'"),
         (["{png}", "--checkpoint", "{ckpt}", "--img-size", "16"], "too small"),
         (["{png}", "--model", "resnet18", "--random-weights", "--img-size", "64"], "drop --img-size"),
+        (["{png}", "--checkpoint", "{ckpt}", "--img-size", "-3"], "--img-size must be a whole number of pixels"),
+        (["{png}", "--model", "litv2_nano", "--random-weights", "--img-size", "100000"], "from 1 to 4096"),
     ],
 )
 def test_errors_are_one_line_with_exit_status_2(

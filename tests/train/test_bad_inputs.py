@@ -27,6 +27,26 @@ def one_error_line(capsys, prog: str) -> str:
         (["--img-size", "16"], "--img-size 16 is too small for this model: pass 29 or more"),
         (["--model-kwargs", "alpha=1.5"], "litv2_nano does not take these settings (alpha must be a number in [0, 1]"),
         (["--model", "litv2_nan"], "unknown model 'litv2_nan' (did you mean litv2_nano"),
+        (["--img-size", "100000"], "img_size must be a whole number of pixels from 1 to 4096, got 100000"),
+        # settings timm's factories accept and then fail on (an assertion, a traceback from the first image drawn,
+        # or silently): each is refused before the data is read
+        (["--opt", "adamx"], "--opt 'adamx': Optimizer adamx not found in registry; pass a timm optimizer name"),
+        (["--sched", "cosnie"], "--sched 'cosnie' with --sched-on step: Unknown scheduler 'cosnie'; pass a timm"),
+        (["--sched", "plateau"], "Plateau LR only supports step per epoch; pass a timm schedule"),
+        (["--auto-augment", "randaug"], "--auto-augment 'randaug' is not a timm policy: use e.g. rand-m9-mstd0.5"),
+        (["--auto-augment", "v9"], "--auto-augment 'v9' is not a timm policy (Unknown AA policy v9)"),
+        (["--train-interpolation", "cubic"], "--train-interpolation 'cubic' is not an interpolation: use bicubic"),
+        (["--interpolation", "random"], "--interpolation 'random' is not an interpolation"),
+        (["--ratio", "0", "0"], "ratio must be 0 < A <= B (crop aspect ratios), got 0.0 0.0"),
+        (["--scale", "0.5", "2"], "scale must be 0 < A <= B <= 1 (fractions of the image area), got 0.5 2.0"),
+        (["--hflip", "5"], "hflip is a probability: it must be in [0, 1], got 5.0"),
+        (["--reprob", "-0.1"], "reprob is a probability"),
+        (["--remode", "noise"], "remode must be const, rand or pixel, got 'noise'"),
+        (["--mixup-mode", "pairs"], "mixup_mode must be batch, pair or elem"),
+        (["--clip-grad", "0"], "clip_grad must be a number > 0, or none for no clipping"),
+        (["--clip-mode", "l2"], "clip_mode must be norm, value or agc"),
+        (["--opt-betas", "0.9", "1.5"], "opt_betas must be in [0, 1), got [0.9, 1.5]"),
+        (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0, got -1.0"),
     ],
 )
 def test_bad_train_settings_are_one_line_and_leave_no_folder(tmp_path, capsys, argv, message):
@@ -118,6 +138,19 @@ def test_eval_of_a_run_works_from_another_folder(tmp_path, capsys):
         (["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--img-size", "16"], "--img-size 16 is too small"),
         (["--model", "litv2_nano", "--checkpoint", "{text}", "--data", "x"], "not a PyTorch checkpoint"),
         (["--model", "litv2_nano", "--checkpoint", "{nan}", "--data", "x"], "NaN or Inf"),
+        (["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--img-size", "-5"], "--img-size must be a whole number"),
+        (["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--crop-pct", "0"], "--crop-pct must be in (0, 1]"),
+        (
+            ["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--interpolation", "foo"],
+            "'foo' is not an interpolation",
+        ),
+        (["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--workers", "-1"], "--workers must be >= 0"),
+        (["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--max-size", "0"], "--max-size must be >= 1"),
+        (["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--json", "{ckpt}/r.json"], "--json '"),
+        (
+            ["--model", "litv2_nano", "--checkpoint", "{ckpt}", "--model-kwargs", "foo=1"],
+            "litv2_nano does not take these settings (PyramidTrunk.__init__() got an unexpected keyword argument",
+        ),
     ],
 )
 def test_bad_eval_requests_are_one_line(tmp_path, capsys, argv, message):

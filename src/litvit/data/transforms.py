@@ -3,7 +3,23 @@
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from timm.data import create_transform, resolve_data_config
+from timm.data.transforms import str_to_interp_mode
 from torch import nn
+
+from ..errors import ConfigError, one_line
+
+
+def check_interpolation(name: str, flag: str, training: bool = False) -> None:
+    """An interpolation timm's transforms know (`random`, a random choice per image, in training only)."""
+    if training and name == "random":
+        return
+    try:
+        str_to_interp_mode(name)
+    except (KeyError, AttributeError):
+        extra = ", random" if training else ""
+        raise ConfigError(
+            f"{flag} {name!r} is not an interpolation: use bicubic, bilinear, nearest, box, hamming or lanczos{extra}"
+        ) from None
 
 
 def data_config(
@@ -18,6 +34,10 @@ def data_config(
     The evaluation crop follows the official trainers: resize to size / crop_pct and centre-crop (224: resize 256,
     crop 224); with crop_pct 1 (the 384 fine-tune, `TEST.CROP=False`) a direct resize to size x size, no crop.
     """
+    if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
+        raise ConfigError(f"--crop-pct must be in (0, 1] (1: resize without a crop), got {crop_pct}")
+    if interpolation is not None:
+        check_interpolation(interpolation, "--interpolation")
     cfg = dict(resolve_data_config(model=model))
     if img_size:
         cfg["input_size"] = (cfg["input_size"][0], img_size, img_size)
@@ -53,18 +73,28 @@ def train_transform(
     re_mode: str,
     re_count: int,
 ) -> Callable:
-    return create_transform(
-        cfg["input_size"],
-        is_training=True,
-        scale=tuple(scale),
-        ratio=tuple(ratio),
-        hflip=hflip,
-        color_jitter=color_jitter,
-        auto_augment=auto_augment,
-        interpolation=interpolation,
-        mean=cfg["mean"],
-        std=cfg["std"],
-        re_prob=re_prob,
-        re_mode=re_mode,
-        re_count=re_count,
-    )
+    """timm's training transform; a name timm does not know (interpolation, auto-augment policy) is a ConfigError
+    here, where timm would fail with an assertion."""
+    check_interpolation(interpolation, "--train-interpolation", training=True)
+    try:
+        return create_transform(
+            cfg["input_size"],
+            is_training=True,
+            scale=tuple(scale),
+            ratio=tuple(ratio),
+            hflip=hflip,
+            color_jitter=color_jitter,
+            auto_augment=auto_augment,
+            interpolation=interpolation,
+            mean=cfg["mean"],
+            std=cfg["std"],
+            re_prob=re_prob,
+            re_mode=re_mode,
+            re_count=re_count,
+        )
+    except (AssertionError, KeyError, ValueError) as e:
+        detail = f" ({one_line(e)})" if str(e) else ""
+        raise ConfigError(
+            f"--auto-augment {auto_augment!r} is not a timm policy{detail}: use e.g. rand-m9-mstd0.5-inc1, "
+            "augmix-m5-w4-d2, original or none"
+        ) from None

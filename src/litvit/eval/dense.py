@@ -6,7 +6,6 @@ official mmdet / mmseg release (`--model retinanet_litv2_s --checkpoint retinane
 classes are those of the data (COCO's 80 categories in id order, ADE20K's 150).
 """
 
-import json
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from ..errors import CheckpointError, ConfigError
 from ..tasks import get_task
 from ..train.checkpoint import is_train_checkpoint
 from ..train.config import TrainConfig, task_name
+from .results import write_json
 
 __all__ = ["run_dense_eval"]
 
@@ -117,6 +117,5 @@ def run_dense_eval(args: Any, dist: rt.DistInfo, task: str, raw: Optional[Dict[s
             flush=True,
         )
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=2)
+            write_json(args.json, res)
     return res

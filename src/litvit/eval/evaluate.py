@@ -15,13 +15,15 @@ import torch
 from torch import nn
 
 from .. import runtime as rt
-from ..checkpoint import unwrap_state_dict
+from ..checkpoint import unwrap_state_dict, writable
 from ..data.build import default_workers, eval_loader, val_dataset
 from ..data.transforms import data_config, eval_transform
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, refused_settings
 from ..models import identify
+from ..options import check_img_size
 from ..tasks.classification import check_input_size, check_model_name, evaluate
 from ..train.checkpoint import is_train_checkpoint, read_any
+from .results import write_json
 
 __all__ = ["evaluate", "load_eval_model", "model_data_config", "run_eval"]
 
@@ -35,7 +37,8 @@ def _released(model_name: str, kwargs: Dict[str, Any]) -> nn.Module:
     if pcfg is None or not (pcfg.url or pcfg.hf_hub_id or pcfg.file):
         raise ConfigError(f"{model_name} has no released weights to download: pass --checkpoint FILE")
     try:
-        return timm.create_model(model_name, pretrained=True, **kwargs)
+        with refused_settings(model_name):
+            return timm.create_model(model_name, pretrained=True, **kwargs)
     except (OSError, RuntimeError) as e:  # no network, a refused download, a corrupt cached file
         raise CheckpointError(
             f"cannot get the released weights of {model_name} ({str(e).splitlines()[0]}): download the file and "
@@ -58,6 +61,7 @@ def load_eval_model(
     timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...)), with the class count of the
     file's head. `raw`: the checkpoint file already read.
     """
+    check_img_size(img_size)
     kwargs = dict(model_kwargs or {})
     if img_size:
         kwargs["img_size"] = img_size
@@ -82,7 +86,8 @@ def load_eval_model(
         if config.get("img_size"):
             build["img_size"] = config["img_size"]
         build.update(kwargs)
-        model = timm.create_model(trained, num_classes=raw["resolved"]["num_classes"], **build)
+        with refused_settings(trained):
+            model = timm.create_model(trained, num_classes=raw["resolved"]["num_classes"], **build)
         model.load_state_dict(raw[key])
         return model, {"classes": raw.get("classes"), "config": config, "model_name": trained}
     if ema:
@@ -102,7 +107,8 @@ def load_eval_model(
         kwargs.setdefault("num_classes", int(head.shape[0]))
     del raw, sd
     overlay = dict(file=os.fspath(path))
-    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    with refused_settings(model_name):
+        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     return model, {"model_name": model_name}
 
 
@@ -117,12 +123,16 @@ def model_data_config(
     """The eval data config of a model from `load_eval_model`: the values given, else a litvit run's own (its
     resolution and crop), else the model's; a resolution the model cannot take is refused here."""
     run_cfg = info.get("config") or {}
+
+    def given(value: Any, key: str) -> Any:
+        return value if value is not None else run_cfg.get(key)
+
     dcfg = data_config(
         model,
-        img_size or run_cfg.get("img_size"),
-        crop_pct or run_cfg.get("crop_pct"),
-        crop_mode or run_cfg.get("crop_mode"),
-        interpolation or run_cfg.get("interpolation"),
+        given(img_size, "img_size"),
+        given(crop_pct, "crop_pct"),
+        given(crop_mode, "crop_mode"),
+        given(interpolation, "interpolation"),
     )
     check_input_size(model, dcfg["input_size"][-1])
     return dcfg
@@ -132,6 +142,13 @@ def run_eval(args: Any) -> Dict[str, Any]:
     """`litvit eval` with parsed arguments: results on rank 0's screen (and --json), returned on every rank."""
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0: load in this process), got {args.workers}")
+    if args.max_size is not None and args.max_size < 1:
+        raise ConfigError(f"--max-size must be >= 1 (the longest image side, in pixels), got {args.max_size}")
+    check_img_size(args.img_size)
+    if args.json and not writable(args.json):
+        raise ConfigError(f"--json {args.json!r} cannot be written: choose a file in a writable folder")
     dist = rt.init_distributed(args.device)
     try:
         slow_bf16 = rt.slow_bf16_note(dist.device, rt.autocast_dtype(args.amp, dist.device))
@@ -203,8 +220,6 @@ def _run_eval(args: Any, dist: rt.DistInfo) -> Dict[str, Any]:
 
 
 def _print(res: Dict[str, Any], dcfg: Dict[str, Any], seconds: float, json_path: Optional[str]) -> None:
-    import json
-    import sys
 
     if res["bad_images"]:
         print(
@@ -218,5 +233,4 @@ def _print(res: Dict[str, Any], dcfg: Dict[str, Any], seconds: float, json_path:
         flush=True,
     )
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(json_path, res)

@@ -6,15 +6,17 @@ ONNX's own `DeformConv` (TensorRT reads it natively; onnxruntime has a CPU kerne
 """
 
 import collections
+import contextlib
 import importlib
+import logging
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import torch
 from torch import nn
 
-from ..errors import ExportError
+from ..errors import ExportError, one_line
 from ..layers.attention import RelPosAttention
 from .program import Size, check_writable, trace, write_atomically
 
@@ -140,6 +142,34 @@ def _has_resized_tables(model: nn.Module) -> bool:
     return hasattr(model, "pos_embed1") or any(isinstance(m, RelPosAttention) for m in model.modules())
 
 
+@contextlib.contextmanager
+def _quiet_version_converter() -> Iterator[None]:
+    """Keep onnxscript's version converter from printing a traceback where it cannot reach the opset asked: the
+    written file's check (`_check_operators`) says so in one line."""
+    log = logging.getLogger("onnxscript.version_converter")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _check_operators(path: Path, opset: int) -> None:
+    """Refuse a graph with an operator its opset does not have. Where the exporter's version converter cannot reach
+    the opset asked (opset 26 with torch 2.14), it keeps the graph at its own opset 18 with newer operators in it
+    (Gelu), and the file would fail to load in every runtime."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as e:
+        raise ExportError(
+            f"torch {torch.__version__}'s ONNX exporter cannot write opset {opset} ({one_line(e)}): pass a lower "
+            f"--opset (the default is {DEFAULT_OPSET})"
+        ) from None
+
+
 def export_onnx(
     model: nn.Module,
     path: Union[str, os.PathLike],
@@ -161,16 +191,17 @@ def export_onnx(
     import torchvision  # noqa: F401 - registers torch.ops.torchvision
 
     try:
-        onnx_program = torch.onnx.export(
-            program,
-            dynamo=True,
-            opset_version=opset,
-            input_names=["image"],
-            custom_translation_table={
-                torch.ops.torchvision.deform_conv2d.default: _deform_conv2d,
-                torch.sym_not: _sym_not,
-            },
-        )
+        with _quiet_version_converter():
+            onnx_program = torch.onnx.export(
+                program,
+                dynamo=True,
+                opset_version=opset,
+                input_names=["image"],
+                custom_translation_table={
+                    torch.ops.torchvision.deform_conv2d.default: _deform_conv2d,
+                    torch.sym_not: _sym_not,
+                },
+            )
     except Exception:
         if dynamic and _has_resized_tables(model):
             raise ExportError(
@@ -188,5 +219,6 @@ def export_onnx(
     def write(p: Path) -> None:
         onnx_program.save(str(p))
         _fold_weight_unsqueezes(p)
+        _check_operators(p, opset)
 
     return write_atomically(path, write, ".onnx")

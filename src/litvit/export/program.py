@@ -23,7 +23,7 @@ from typing import Any, Iterator, NamedTuple, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, writable
 from ..errors import ExportError
 from ..layers.patch_embed import PatchEmbed
 from ..options import to_2tuple
@@ -160,15 +160,13 @@ def write_atomically(path: Union[str, os.PathLike], write: Any, suffix: str) -> 
     try:
         atomic_write(path, through_named_temp)
     except OSError as e:
-        raise ExportError(f"cannot write {str(path)!r} ({e.strerror or e}): choose a writable output path") from None
+        raise ExportError(f"{e.strerror or e}: choose a writable output path") from None
     return path
 
 
 def check_writable(path: Union[str, os.PathLike]) -> None:
     """Fail before a slow export when the output cannot be written (a missing folder is created later)."""
-    path = Path(path)
-    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
-    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    if not writable(path):
         raise ExportError(f"cannot write {str(path)!r}: choose a writable output path (a file, not a folder)")
 
 

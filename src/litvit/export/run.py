@@ -56,6 +56,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise ExportError(str(e)) from None
     if args.static and size is None:
         raise ExportError("--static exports one fixed size: pass it with --size HxW")
+    if not args.tolerance > 0 or args.tolerance == float("inf"):
+        raise ExportError(f"--tolerance must be a number > 0 (a relative max |diff|, e.g. 1e-4), got {args.tolerance}")
     out = Path(args.out or f"{args.model.split('.')[0]}{'_' + args.backbone if args.backbone else ''}{SUFFIXES[fmt]}")
     model = load_model(args.model, args.checkpoint, args.backbone).float().cpu().eval()
     dynamic = not args.static

@@ -22,6 +22,7 @@ from ..data.folder import ImageFileDataset
 from ..data.transforms import eval_transform
 from ..errors import ConfigError, DataError
 from ..eval.evaluate import load_eval_model, model_data_config
+from ..options import check_img_size
 from ..tasks.classification import check_model_name
 from ..train.log import progress_bar
 from .classes import class_names, top_classes
@@ -52,20 +53,21 @@ def load_predict_model(
     With a checkpoint, its weights; without one, the released weights (timm downloads them once) or, with
     `pretrained=False`, the random initialisation (nothing is downloaded: for trying the pipeline, not for answers).
     """
-    try:
-        if checkpoint is None and not pretrained:
-            if model is None:
-                raise ConfigError("pass --model NAME (or --checkpoint FILE)")
-            check_model_name(model)
-            import timm
+    check_img_size(img_size)
+    if checkpoint is None and not pretrained:
+        if model is None:
+            raise ConfigError("pass --model NAME (or --checkpoint FILE)")
+        check_model_name(model)
+        import timm
 
+        try:
             net, info = timm.create_model(model, **({"img_size": img_size} if img_size else {})), {"model_name": model}
-        else:
-            net, info = load_eval_model(model, checkpoint, ema, None, img_size)
-    except TypeError as e:  # timm passes img_size on to a model that has no such keyword (a ResNet, ...)
-        if img_size and "img_size" in str(e):
-            raise ConfigError(f"{model} has no img_size keyword: drop --img-size") from None
-        raise
+        except TypeError as e:  # timm passes img_size on to a model that has no such keyword (a ResNet, ...)
+            if img_size and "img_size" in str(e):
+                raise ConfigError(f"{model} has no img_size keyword: drop --img-size") from None
+            raise
+    else:
+        net, info = load_eval_model(model, checkpoint, ema, None, img_size)
     return net.eval(), info
 
 
@@ -108,6 +110,7 @@ def predict(
     also writes the records, atomically. Bad arguments raise a LitvitError with a one-line message before any
     image is read.
     """
+    check_img_size(img_size)
     top_k = _checked_int(top_k, "--top-k", 1)
     batch_size = _checked_int(batch_size, "--batch-size", 1)
     workers = _checked_int(workers, "--workers", 0)

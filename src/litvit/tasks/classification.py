@@ -19,7 +19,7 @@ from torch import nn
 from ..data.build import classification_sets, scan_classes
 from ..data.loader import collate
 from ..data.transforms import data_config, eval_transform, train_transform
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, refused_settings
 from ..runtime import all_gather_object, all_reduce_sum, autocast, seed_all
 from . import TaskParts
 
@@ -59,13 +59,8 @@ def build_model(cfg: Any, num_classes: int, load_pretrained: bool = True) -> nn.
         if not Path(cfg.pretrained).is_file():
             raise ConfigError(f"--pretrained {cfg.pretrained!r} does not exist: pass an official or litvit checkpoint")
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=os.fspath(cfg.pretrained)))
-    try:
+    with refused_settings(cfg.model):
         return timm.create_model(cfg.model, num_classes=num_classes, **kwargs)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError) or type(e).__module__.startswith("litvit.errors"):
-            raise
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"{cfg.model} does not take these settings ({text}): fix or drop the keyword") from None
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from ..data.coco import CocoSet, read_coco
 from ..data.detection import DetectionDataset
 from ..data.loader import list_collate
 from ..data.scenes import ensure_scenes
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, refused_settings
 from ..runtime import all_gather_object, autocast, broadcast_object, seed_all
 from . import TaskParts
 from .dense_metrics import coco_map, detections_to_coco
@@ -46,13 +46,8 @@ def build_dense_model(cfg: Dict[str, Any], num_classes: int, load_pretrained: bo
         raise ConfigError(f"--pretrained {backbone!r} does not exist: pass ImageNet weights (official or litvit)")
     if backbone:
         kwargs["pretrained_backbone"] = backbone
-    try:
+    with refused_settings(cfg["model"]):
         return create_dense_model(cfg["model"], num_classes, **kwargs)
-    except (TypeError, ValueError) as e:
-        if type(e).__module__.startswith("litvit.errors"):
-            raise
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"{cfg['model']} does not take these settings ({text}): fix or drop the keyword") from None
 
 
 def with_masks(model_name: str) -> bool:

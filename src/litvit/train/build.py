@@ -14,9 +14,35 @@ from timm.utils import ModelEmaV3, NativeScaler
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..errors import ConfigError, one_line
 from ..runtime import DistInfo
 from .config import TrainConfig
 from .optim import mmcv_param_groups, official_param_groups
+
+
+def check_library_names(cfg: TrainConfig) -> None:
+    """Refuse an optimizer or schedule name timm does not know before the data is scanned: each is built once on a
+    one-parameter model, so the names (and the optional packages some optimizers need) are timm's own."""
+    probe = nn.Linear(1, 1)
+    try:
+        optimizer = create_optimizer_v2(probe, opt=cfg.opt, lr=1.0)
+    except (ValueError, ImportError, AssertionError) as e:
+        raise ConfigError(
+            f"--opt {cfg.opt!r}: {one_line(e).rstrip('.')}; pass a timm optimizer name such as adamw, sgd or lamb"
+        ) from None
+    try:
+        create_scheduler_v2(
+            optimizer,
+            sched=cfg.sched,
+            num_epochs=cfg.epochs,
+            step_on_epochs=cfg.sched_on == "epoch",
+            updates_per_epoch=1,
+        )
+    except (ValueError, AssertionError) as e:
+        raise ConfigError(
+            f"--sched {cfg.sched!r} with --sched-on {cfg.sched_on}: {one_line(e).rstrip('.')}; pass a timm schedule "
+            "such as cosine, step, multistep or poly, or the other --sched-on"
+        ) from None
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:

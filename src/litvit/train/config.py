@@ -6,12 +6,12 @@ import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
 from ..errors import ConfigError
-from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, TASKS
+from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, TASKS, check_img_size
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = "nano"
@@ -272,7 +272,7 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.log_interval >= 1, "log_interval must be >= 1")
     need(cfg.num_classes is None or cfg.num_classes >= 1, "num_classes must be >= 1")
     need(cfg.drop_path is None or 0.0 <= cfg.drop_path < 1.0, f"drop_path must be in [0, 1), got {cfg.drop_path}")
-    need(cfg.img_size is None or cfg.img_size >= 1, "img_size must be >= 1")
+    check_img_size(cfg.img_size, "img_size")
     need(cfg.bad_images in BAD_IMAGE_MODES, f"bad_images must be skip or error, got {cfg.bad_images!r}")
     need(cfg.amp in PRECISIONS, f"amp must be auto, fp32 (off), bf16 or fp16, got {cfg.amp!r}")
     need(cfg.sched_on in ("step", "epoch"), f"sched_on must be step or epoch, got {cfg.sched_on!r}")
@@ -284,10 +284,8 @@ def validate(cfg: TrainConfig) -> None:
         f"crop_mode must be center or squash, got {cfg.crop_mode!r}",
     )
     need(cfg.crop_pct is None or 0.0 < cfg.crop_pct <= 1.0, f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
-    for name in ("lr", "warmup_lr", "min_lr"):
-        v = getattr(cfg, name)
-        need(v is None or (v >= 0 and math.isfinite(v)), f"{name} must be a finite number >= 0, got {v}")
-    need(cfg.base_lr > 0, "base_lr must be > 0")
+    _validate_augmentation(cfg, need)
+    _validate_optimization(cfg, need)
     need(0.0 < cfg.model_ema_decay < 1.0, "model_ema_decay must be in (0, 1)")
     need(cfg.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     need(cfg.warmup_steps >= 0, "warmup_steps must be >= 0")
@@ -313,6 +311,41 @@ def validate(cfg: TrainConfig) -> None:
         f"mixup / cutmix need an even batch size per process, got {cfg.batch_size}: pass an even --batch-size "
         "or --mixup 0 --cutmix 0",
     )
+
+
+def _validate_augmentation(cfg: TrainConfig, need: Callable[[bool, str], None]) -> None:
+    """The augmentation ranges, checked here because timm's transforms accept them and fail (or silently misbehave)
+    only when the first image is drawn."""
+    lo, hi = cfg.scale
+    need(0.0 < lo <= hi <= 1.0, f"scale must be 0 < A <= B <= 1 (fractions of the image area), got {lo} {hi}")
+    lo, hi = cfg.ratio
+    need(0.0 < lo <= hi and math.isfinite(hi), f"ratio must be 0 < A <= B (crop aspect ratios), got {lo} {hi}")
+    for name in ("hflip", "reprob", "mixup_prob", "mixup_switch_prob"):
+        value = getattr(cfg, name)
+        need(0.0 <= value <= 1.0, f"{name} is a probability: it must be in [0, 1], got {value}")
+    need(cfg.color_jitter >= 0, f"color_jitter must be >= 0, got {cfg.color_jitter}")
+    need(cfg.remode in ("const", "rand", "pixel"), f"remode must be const, rand or pixel, got {cfg.remode!r}")
+    need(cfg.recount >= 1, f"recount must be >= 1, got {cfg.recount}")
+    need(cfg.mixup_mode in ("batch", "pair", "elem"), f"mixup_mode must be batch, pair or elem, got {cfg.mixup_mode!r}")
+
+
+def _validate_optimization(cfg: TrainConfig, need: Callable[[bool, str], None]) -> None:
+    for name in ("lr", "warmup_lr", "min_lr"):
+        v = getattr(cfg, name)
+        need(v is None or (v >= 0 and math.isfinite(v)), f"{name} must be a finite number >= 0, got {v}")
+    need(cfg.base_lr > 0, "base_lr must be > 0")
+    for name in ("base_warmup_lr", "base_min_lr", "momentum", "weight_decay", "offset_lr_mult"):
+        value = getattr(cfg, name)
+        need(value >= 0 and math.isfinite(value), f"{name} must be a finite number >= 0, got {value}")
+    need(cfg.opt_eps > 0, f"opt_eps must be > 0, got {cfg.opt_eps}")
+    need(all(0.0 <= b < 1.0 for b in cfg.opt_betas), f"opt_betas must be in [0, 1), got {list(cfg.opt_betas)}")
+    need(cfg.lr_base_size >= 0, f"lr_base_size must be >= 0 (0 = do not scale), got {cfg.lr_base_size}")
+    need(all(m >= 0 for m in cfg.decay_milestones), f"decay_milestones must be epochs >= 0, got {cfg.decay_milestones}")
+    need(
+        cfg.clip_grad is None or (cfg.clip_grad > 0 and math.isfinite(cfg.clip_grad)),
+        f"clip_grad must be a number > 0, or none for no clipping, got {cfg.clip_grad}",
+    )
+    need(cfg.clip_mode in ("norm", "value", "agc"), f"clip_mode must be norm, value or agc, got {cfg.clip_mode!r}")
 
 
 def task_name(name: str) -> str:

@@ -12,7 +12,7 @@ from .. import runtime as rt
 from ..data.build import default_workers, eval_loader, train_loader
 from ..errors import CheckpointError, ConfigError, DataError, LitvitError
 from ..tasks import Task, get_task
-from .build import build_ema, build_optimizer, build_scaler, build_scheduler, wrap_model
+from .build import build_ema, build_optimizer, build_scaler, build_scheduler, check_library_names, wrap_model
 from .checkpoint import progress_of, set_rng_state
 from .config import TrainConfig, resolve_lrs
 from .log import Console, format_time
@@ -44,6 +44,7 @@ def setup(
     if hasattr(task, "channels_last"):
         task.channels_last = channels_last
 
+    check_library_names(cfg)
     parts = task.build(cfg, dist.rank, labels=resume.get("classes") if resume is not None else None)
     rt.seed_all(cfg.seed + dist.rank)  # the same initialisation on every rank; each rank's own stream from here
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.data is None, dist.local_world_size)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data.folder import image_extensions
 from ..errors import CheckpointNotFoundError, ConfigError, DataError
+from ..options import check_img_size
 from ..tasks.classification import check_input_size, check_model_name
 from . import plot
 from .attention_maps import attention
@@ -102,13 +103,18 @@ def run_viz(args: argparse.Namespace) -> int:
         device = torch.device(args.device)
     except RuntimeError:
         raise ConfigError(f"--device {args.device!r} is not a device: pass cpu, cuda or cuda:N") from None
+    check_img_size(args.img_size)
     model = load_viz_model(args.model, args.checkpoint).to(device).eval()
     if args.img_size:
         check_input_size(model, args.img_size)
     if args.kind == "cam" and args.target is not None and not 0 <= args.target < getattr(model, "num_classes", 0):
         raise ConfigError(f"--target must be a class index in 0..{model.num_classes - 1}, got {args.target}")
-    loaded = _load_all(image_paths(args.images), model, args.img_size)
     out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create output folder {str(out)!r} ({e.strerror or e}): pick another --out") from None
+    loaded = _load_all(image_paths(args.images), model, args.img_size)
     if args.kind == "frequency":
         r = frequency(model, torch.cat([x for _, x, _ in loaded]))
         spectra = {f"spectra/{name}": s for name, s in r.spectra.items()}
