@@ -12,7 +12,7 @@ import timm
 import torch
 
 from litvit.cli import main
-from litvit.errors import DataError, DataNotFoundError
+from litvit.errors import ConfigError, DataError, DataNotFoundError
 from litvit.predict.inputs import expand_inputs
 from litvit.predict.output import PATH_WIDTH
 
@@ -122,3 +122,10 @@ def test_arguments_become_files_in_a_stable_order(tmp_path):
         expand_inputs(str(tmp_path / "*.gif"))
     with pytest.raises(DataError, match="no input given"):
         expand_inputs([])
+    assert expand_inputs(p for p in [b / "2.png"]) == [str(b / "2.png")]  # any iterable of paths
+
+
+@pytest.mark.parametrize("bad", [123, None, [b"a.png"], ["a.png", 3]])
+def test_inputs_that_are_not_paths_are_one_error(bad):
+    with pytest.raises(ConfigError, match="inputs must be paths or glob patterns"):
+        expand_inputs(bad)

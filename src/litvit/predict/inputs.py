@@ -12,7 +12,7 @@ import os
 from typing import Iterable, List, Sequence, Union
 
 from ..data.folder import image_extensions
-from ..errors import DataError, DataNotFoundError
+from ..errors import ConfigError, DataError, DataNotFoundError
 
 __all__ = ["expand_inputs"]
 
@@ -57,7 +57,11 @@ def _expand_one(arg: str) -> List[str]:
 
 def expand_inputs(args: Union[PathArg, Sequence[PathArg]]) -> List[str]:
     """Every file to predict, in argument order, each once (a file met twice keeps its first place)."""
-    items: Iterable[PathArg] = [args] if isinstance(args, (str, os.PathLike)) else args
+    items = [args] if isinstance(args, (str, os.PathLike)) else list(args) if isinstance(args, Iterable) else [args]
+    if not all(isinstance(a, (str, os.PathLike)) for a in items):
+        raise ConfigError(
+            f"inputs must be paths or glob patterns (str or os.PathLike), or a list of them: got {args!r}"
+        )
     seen, files = set(), []
     for arg in items:
         for path in _expand_one(os.fspath(arg)):
