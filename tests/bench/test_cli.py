@@ -174,6 +174,9 @@ def test_memory_child_report_in_process():
         (["--attention", "--dim", "100", "--heads", "12"], "must be a positive multiple of --heads"),
         (["--device", "tpu", "litv2_nano"], "unknown device 'tpu'"),
         (["litv2_nano", "--img-size", "8"], "litv2_nano does not run at 8x8"),
+        # far more memory than any machine has (TiB): refused before building, not killed by the kernel
+        (["litv2_nano", "--img-size", "20000", "--device", "cpu"], "litv2_nano needs at least"),
+        (["--attention", "--sizes", "5000", "--device", "cpu"], "hilo@5000x5000 needs at least"),
     ],
 )
 def test_bad_arguments_give_one_line_error(argv, message, capsys, tmp_path):

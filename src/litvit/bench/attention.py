@@ -36,6 +36,7 @@ class LayerKind:
     record = "attention"
     cpu_batch = 4
     per_call_mode = False
+    memory_per_input_byte = 5
     latency = False
 
     def validate(self, cfg: BenchConfig) -> BenchConfig:

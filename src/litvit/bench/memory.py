@@ -63,6 +63,18 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def available_bytes() -> Optional[int]:
+    """Memory the kernel can give without swapping (Linux MemAvailable); None where /proc/meminfo cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def run_child(spec: Dict[str, Any], timeout: float = 1800.0) -> Dict[str, Any]:
     """Run `python -m litvit.bench._child SPEC_JSON` in a fresh process; return its JSON report."""
     cmd = [sys.executable, "-m", "litvit.bench._child", json.dumps(spec)]

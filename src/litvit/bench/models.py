@@ -140,6 +140,7 @@ class ModelKind:
     record = "models"
     cpu_batch = 16
     per_call_mode = True
+    memory_per_input_byte = 30
     latency = True
 
     def validate(self, cfg: BenchConfig) -> BenchConfig:

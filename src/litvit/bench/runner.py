@@ -5,6 +5,7 @@ interleave the timed steps with the matmul-peak probe -> peak memory in fresh pr
 (JSON-ready; `report.write_outputs` turns it into table.md, results.json and plot.png).
 """
 
+import math
 import shutil
 import sys
 from dataclasses import replace
@@ -28,7 +29,7 @@ from .machine import (
     slow_bf16_gemm_warning,
     steal_share,
 )
-from .memory import measure_children
+from .memory import available_bytes, measure_children
 from .models import ModelKind
 from .runtimes import CPU_ONLY, build_runtime, check_runtime
 from .subject import Kind, Spec, build_subject, make_step
@@ -85,6 +86,18 @@ def printer(verbose: bool) -> Say:
     return say
 
 
+def _check_fits(kind: Kind, spec: Spec, batch: int) -> None:
+    """Refuse a subject whose step needs more memory than the machine has free, before it is built: a size far too
+    large would otherwise get the process killed by the kernel instead of an error."""
+    free = available_bytes()
+    need = math.prod(kind.input_shape(spec, batch)) * 4 * kind.memory_per_input_byte
+    if free is not None and need > free:
+        raise BenchError(
+            f"{kind.key(spec)} needs at least {need / 2**30:.1f} GiB at batch {batch}, more than the "
+            f"{free / 2**30:.1f} GiB this machine has free: pick a smaller size or --batch-size"
+        )
+
+
 def build_tasks(
     kind: Kind, specs: List[Spec], cfg: BenchConfig, device: torch.device, amp: Optional[torch.dtype], say: Say
 ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Callable[[], Any]]]:
@@ -92,6 +105,9 @@ def build_tasks(
     rows: Dict[str, Dict[str, Any]] = {}
     tasks: Dict[str, Callable[[], Any]] = {}
     inputs: Dict[Tuple[int, ...], torch.Tensor] = {}
+    if device.type == "cpu":
+        for spec in specs:
+            _check_fits(kind, spec, int(cfg.batch_size))  # type: ignore[arg-type]
     for spec in specs:
         say(f"building {kind.key(spec)}")
         spec_amp = autocast_dtype(spec["dtype"], device) if "dtype" in spec else amp  # a runtime's own precision

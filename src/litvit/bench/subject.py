@@ -36,6 +36,9 @@ class Kind(Protocol):
     record: str  # the record's "kind": 'models' or 'attention'
     cpu_batch: int  # default batch on CPU (64 on GPU)
     per_call_mode: bool  # set the module's train/eval flag at every call (models), or once when built (layers)
+    # Bytes an inference step holds at once, at least, per byte of its input: how a size too large for the machine is
+    # refused before it is built (models ~30x: LITv2-S's 17.8 MB per 224 image; layers ~5x: HiLo's 50 MB per 56 map).
+    memory_per_input_byte: int
     latency: bool  # time batch-1 inference too
 
     def validate(self, cfg: BenchConfig) -> BenchConfig: ...  # its own checks; may resolve defaults
