@@ -11,6 +11,7 @@ __all__ = [
     "MAX_IMG_SIZE",
     "TASKS",
     "PRECISIONS",
+    "check_crop_pct",
     "check_img_size",
     "parse_key_value",
     "parse_size",
@@ -36,6 +37,12 @@ def check_img_size(size: Any, flag: str = "--img-size") -> None:
         return
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMG_SIZE:
         raise ConfigError(f"{flag} must be a whole number of pixels from 1 to {MAX_IMG_SIZE}, got {size!r}")
+
+
+def check_crop_pct(value: Any, flag: str = "--crop-pct") -> None:
+    """The eval centre-crop fraction (None: the model's own): in (0, 1], 1 meaning a resize without a crop."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise ConfigError(f"{flag} must be in (0, 1] (1: resize without a crop), got {value}")
 
 
 def parse_key_value(text: str) -> Tuple[str, Any]:

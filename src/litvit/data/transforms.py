@@ -7,6 +7,7 @@ from timm.data.transforms import str_to_interp_mode
 from torch import nn
 
 from ..errors import ConfigError, one_line
+from ..options import check_crop_pct
 
 
 def check_interpolation(name: str, flag: str, training: bool = False) -> None:
@@ -34,8 +35,7 @@ def data_config(
     The evaluation crop follows the official trainers: resize to size / crop_pct and centre-crop (224: resize 256,
     crop 224); with crop_pct 1 (the 384 fine-tune, `TEST.CROP=False`) a direct resize to size x size, no crop.
     """
-    if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
-        raise ConfigError(f"--crop-pct must be in (0, 1] (1: resize without a crop), got {crop_pct}")
+    check_crop_pct(crop_pct)
     if interpolation is not None:
         check_interpolation(interpolation, "--interpolation")
     cfg = dict(resolve_data_config(model=model))

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 
 from ..errors import ConfigError
-from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, TASKS, check_img_size
+from ..options import BAD_IMAGE_MODES, DEVICES, PRECISIONS, TASKS, check_crop_pct, check_img_size
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = "nano"
@@ -283,7 +283,7 @@ def validate(cfg: TrainConfig) -> None:
         cfg.crop_mode in (None, "center", "squash", "border"),
         f"crop_mode must be center or squash, got {cfg.crop_mode!r}",
     )
-    need(cfg.crop_pct is None or 0.0 < cfg.crop_pct <= 1.0, f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
+    check_crop_pct(cfg.crop_pct, "crop_pct")
     _validate_augmentation(cfg, need)
     _validate_optimization(cfg, need)
     need(0.0 < cfg.model_ema_decay < 1.0, "model_ema_decay must be in (0, 1)")
