@@ -1,10 +1,11 @@
 """The harness's parts: statistics, interleaving order, timing on a fake clock, sizes, command line, MAC counts."""
 
 import pytest
+import torch
 
 from litvit.bench import machine
 from litvit.bench.config import parse_sizes
-from litvit.bench.machine import command_line
+from litvit.bench.machine import command_line, machine_info
 from litvit.bench.report import steal_lines
 from litvit.bench.timing import interleave, matmul_record, rate_summary, round_order, summarize
 from litvit.errors import BenchError
@@ -115,6 +116,16 @@ def test_parse_sizes():
     for bad in ("0", "abc", "2x3x4", "-5"):
         with pytest.raises(BenchError, match="bad size"):
             parse_sizes([bad])
+
+
+def test_the_record_names_the_variables_that_change_what_runs(monkeypatch):
+    """A max-autotune run must say so in its table: inductor's variables are recorded with the OpenMP / BLAS ones."""
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("HOME_OF_SOMETHING_ELSE", "x")
+    env = machine_info(torch.device("cpu"), 1)["env"]
+    assert env["TORCHINDUCTOR_MAX_AUTOTUNE"] == "1" and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "HOME_OF_SOMETHING_ELSE" not in env
 
 
 def test_command_line():

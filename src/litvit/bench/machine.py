@@ -14,6 +14,8 @@ from ..allocator import allocator_state
 from ..cpu import cpu_flags, cpu_model, x86_without_int8_dot_product
 from ..runtime import slow_bf16_message
 
+ENV_PREFIXES = ("OMP_", "MKL_", "KMP_", "GOMP_", "DNNL_", "ONEDNN_", "TORCHINDUCTOR_")
+
 
 def native_bf16() -> Optional[bool]:
     """Whether the CPU computes in bf16 natively (AVX512-BF16 or AMX-BF16); None where the flags are unknown. Without
@@ -143,7 +145,8 @@ def machine_info(device: Any, threads: int) -> Dict[str, Any]:
         "cores": os.cpu_count(),
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average_end": load_average(),
-        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("OMP_", "MKL_", "KMP_", "GOMP_"))},
+        # the variables that change what runs: threads and their waiting, BLAS dispatch, inductor (max-autotune, ...)
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
