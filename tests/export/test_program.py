@@ -10,8 +10,9 @@ import torch
 from litvit.errors import ExportError
 from litvit.export import export_aoti, export_program, size_limits
 from litvit.export.check import check_export
+from litvit.models import LITv2
 
-from .conftest import tiny_model
+from .conftest import TINY, tiny_model
 
 PT2_SIZES = [(1, 97, 131), (3, 61, 61), (1, 150, 250), (3, 64, 100)]
 
@@ -45,6 +46,15 @@ def test_dynamic_export_refuses_a_small_tracing_size(tmp_path):
     with pytest.raises(ExportError, match="at least 29"):
         export_program(tiny_model("litv2"), tmp_path / "x.pt2", (20, 64), dynamic=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_dynamic_export_of_a_model_built_for_small_inputs_traces_where_every_size_works(tmp_path):
+    """A 32 px run's model (the digits recipe) has img_size 32, below the dynamic minimum: with no size given the
+    export traces at 61 instead of refusing a size the user never passed."""
+    model = LITv2(**{**TINY, "img_size": 32}).eval()
+    path = export_program(model, tmp_path / "small.pt2")
+    rows = check_export(model, path, "pt2", [(1, 61, 61), (2, 97, 131)], tolerance=1e-5)
+    assert all(r.ok for r in rows), rows
 
 
 RUN_WITHOUT_LITVIT = """

@@ -120,6 +120,9 @@ def trace(model: nn.Module, example_size: Size = None, dynamic: bool = True, poi
     [dynamic_min, inf) unless `dynamic` is False (then height and width are fixed at `example_size`).
     `pointwise_as_conv`: LITv2's FFNs as three convolutions (the ONNX export's graph; the same arithmetic)."""
     limits = size_limits(model)
+    if dynamic and example_size is None:  # a model built for small inputs (a 32 px run) is traced where all sizes are
+        h, w = to_2tuple(getattr(model, "img_size", None) or 224)
+        example_size = (max(h, limits.dynamic_min), max(w, limits.dynamic_min))
     x = example_input(model, example_size)
     if dynamic and min(x.shape[-2:]) < limits.dynamic_min:
         raise ExportError(
