@@ -7,7 +7,7 @@ same message), and the result is written atomically with the model's name and ke
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import timm
 import torch
@@ -16,6 +16,7 @@ from .checkpoint import PathLike, atomic_write, read_checkpoint, unwrap_state_di
 from .dense import create_dense_model, list_dense_models
 from .errors import CheckpointError, CheckpointSaveError, ConfigError
 from .models import create_backbone, identify
+from .train.checkpoint import is_train_checkpoint
 
 
 def convert_checkpoint(
@@ -39,9 +40,9 @@ def convert_checkpoint(
         if backbone is not None:
             raise ConfigError(f"{model_name} is a whole dense model: drop --backbone (it converts a backbone alone)")
         model = create_dense_model(model_name, checkpoint=str(src), **model_kwargs)
-        kwargs = {"num_classes": model.num_classes, **model_kwargs}
+        kwargs, classes = {"num_classes": model.num_classes, **model_kwargs}, None
     else:
-        model_name, kwargs = _name_and_kwargs(src, model_name, backbone, model_kwargs)
+        model_name, kwargs, classes = _name_and_kwargs(src, model_name, backbone, model_kwargs)
         try:
             model = (
                 create_backbone(model_name, task=backbone, **kwargs)
@@ -59,24 +60,39 @@ def convert_checkpoint(
         "litvit_backbone": backbone or "",
         "source": Path(src).name,
     }
+    if classes:  # a litvit run's class names, which `litvit predict` shows
+        metadata["litvit_classes"] = json.dumps(list(classes))
     write_safetensors_atomic(tensors, dst, metadata)
     return model_name, kwargs
 
 
 def _name_and_kwargs(
     src: PathLike, model_name: Optional[str], backbone: Optional[str], model_kwargs: Dict[str, Any]
-) -> Tuple[str, Dict[str, Any]]:
-    """The model to build: as named, or the released variant recognised from the weights."""
+) -> Tuple[str, Dict[str, Any], Optional[List[str]]]:
+    """The model to build (as named, a litvit run's own, or the released variant recognised from the weights), and
+    the class names where the file has them (a litvit run)."""
+    raw = read_checkpoint(src)
+    classes = raw.get("classes") if is_train_checkpoint(raw) else None
     if model_name is not None:
-        return model_name, dict(model_kwargs)
+        return model_name, dict(model_kwargs), classes
     if backbone is not None:
         raise ConfigError("converting a dense backbone needs the model name (--model litv2_s, lit_s or lit_ti)")
-    found = identify(unwrap_state_dict(read_checkpoint(src)))
+    if is_train_checkpoint(raw):  # a litvit run names its own model, class count and resolution
+        config = raw["config"]
+        if config.get("task", "classification") != "classification":
+            raise CheckpointError(
+                f"{str(src)!r} is a litvit {config['task']} run of {config['model']}: pass --model {config['model']}"
+            )
+        kwargs = {**(config.get("model_kwargs") or {}), "num_classes": raw["resolved"]["num_classes"]}
+        if config.get("img_size"):
+            kwargs["img_size"] = config["img_size"]
+        return config["model"], {**kwargs, **model_kwargs}, classes
+    found = identify(unwrap_state_dict(raw))
     if found is None:
         raise CheckpointError(
             f"{str(src)!r} matches no released LIT / LITv2 variant; name the model with --model (and e.g. --alpha)"
         )
-    return found[0], {**found[1], **model_kwargs}
+    return found[0], {**found[1], **model_kwargs}, None
 
 
 def write_safetensors_atomic(tensors: Dict[str, torch.Tensor], dst: PathLike, metadata: Dict[str, str]) -> None:

@@ -51,6 +51,23 @@ def test_a_trained_run_names_the_right_digits_with_its_own_transform(digits_chec
         assert [g["prob"] for g in a["top_k"]] == pytest.approx([g["prob"] for g in b["top_k"]], abs=1e-5)
 
 
+def test_a_converted_run_predicts_as_the_run_with_its_names(digits_checkpoint, digit_pngs, tmp_path):
+    """`litvit convert` of a litvit run needs no --model, and the .safetensors file names its model, resolution and
+    classes: predict from it gives the run's answers, under the run's class names."""
+    from litvit.convert import convert_checkpoint
+
+    path = tmp_path / "run.safetensors"
+    name, kwargs = convert_checkpoint(digits_checkpoint, path)
+    assert (name, kwargs) == ("litv2_nano", {"num_classes": 10, "img_size": 32})
+    pngs = sorted(str(p) for p in digit_pngs.glob("*.png"))[:6]
+    converted, run = (
+        predict(pngs, checkpoint=str(path), top_k=2),
+        predict(pngs, checkpoint=str(digits_checkpoint), top_k=2),
+    )
+    assert [r["top_k"] for r in converted] == [r["top_k"] for r in run]
+    assert {g["label"] for r in converted for g in r["top_k"]} <= set("0123456789")
+
+
 def test_stored_class_names_of_a_litvit_run(tmp_path, digit_pngs):
     classes = ["cat", "dog", "emu"]
     model = timm.create_model("litv2_nano", num_classes=3)

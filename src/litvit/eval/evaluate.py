@@ -4,18 +4,19 @@ The metric itself is the classification task's (litvit.tasks.classification.eval
 litvit.data.build's, and a litvit training checkpoint is read through its format module (litvit.train.checkpoint).
 """
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import timm
 import torch
 from torch import nn
 
 from .. import runtime as rt
-from ..checkpoint import unwrap_state_dict, writable
+from ..checkpoint import read_metadata, unwrap_state_dict, writable
 from ..data.build import default_workers, eval_loader, val_dataset
 from ..data.transforms import data_config, eval_transform
 from ..errors import CheckpointError, ConfigError, DataError, refused_settings
@@ -95,6 +96,10 @@ def load_eval_model(
             f"--ema reads the EMA weights of a litvit training checkpoint; {checkpoint!r} is not one: drop --ema"
         )
     sd = unwrap_state_dict(raw)
+    saved = _saved_model(path)  # what `litvit convert` wrote into a .safetensors file's metadata
+    classes = None
+    if saved is not None and (model_name is None or model_name.split(".")[0] == saved[0]):
+        model_name, kwargs, classes = saved[0], {**saved[1], **kwargs}, saved[2]
     if model_name is None:
         found = identify(sd)
         if found is None:
@@ -109,7 +114,23 @@ def load_eval_model(
     overlay = dict(file=os.fspath(path))
     with refused_settings(model_name):
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    return model, {"model_name": model_name}
+    return model, {"model_name": model_name, "classes": classes}
+
+
+def _saved_model(path: Path) -> Optional[Tuple[str, Dict[str, Any], Optional[List[str]]]]:
+    """(model name, creation keywords, class names or None) from a `litvit convert` file's metadata; None for other
+    files and for converted dense backbones (which `litvit eval` does not classify with)."""
+    meta = read_metadata(path)
+    if not meta.get("litvit_model") or meta.get("litvit_backbone"):
+        return None
+    try:
+        kwargs = json.loads(meta.get("litvit_kwargs") or "{}")
+        classes = json.loads(meta["litvit_classes"]) if meta.get("litvit_classes") else None
+    except ValueError:
+        kwargs = classes = None
+    if not isinstance(kwargs, dict) or not (classes is None or isinstance(classes, list)):
+        raise CheckpointError(f"{str(path)!r} has unreadable litvit metadata: convert the checkpoint again")
+    return meta["litvit_model"], kwargs, classes
 
 
 def model_data_config(
