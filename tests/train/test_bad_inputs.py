@@ -47,6 +47,7 @@ def one_error_line(capsys, prog: str) -> str:
         (["--clip-mode", "l2"], "clip_mode must be norm, value or agc"),
         (["--opt-betas", "0.9", "1.5"], "opt_betas must be in [0, 1), got [0.9, 1.5]"),
         (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0, got -1.0"),
+        (["--target-top1", "200"], "target_top1 is a score in percent: it must be in [0, 100], got 200.0"),
     ],
 )
 def test_bad_train_settings_are_one_line_and_leave_no_folder(tmp_path, capsys, argv, message):

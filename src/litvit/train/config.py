@@ -302,6 +302,10 @@ def validate(cfg: TrainConfig) -> None:
     )
     need(cfg.decay_rate > 0, "decay_rate must be > 0")
     need(
+        cfg.target_top1 is None or 0.0 <= cfg.target_top1 <= 100.0,
+        f"target_top1 is a score in percent: it must be in [0, 100], got {cfg.target_top1}",
+    )
+    need(
         cfg.weight_decay_groups in ("official", "all", "no_norm"),
         f"weight_decay_groups must be official, all or no_norm, got {cfg.weight_decay_groups!r}",
     )
