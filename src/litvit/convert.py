@@ -16,7 +16,7 @@ from .checkpoint import PathLike, atomic_write, read_checkpoint, unwrap_state_di
 from .dense import create_dense_model, list_dense_models
 from .errors import CheckpointError, CheckpointSaveError, ConfigError
 from .models import create_backbone, identify
-from .train.checkpoint import is_train_checkpoint
+from .train.checkpoint import is_train_checkpoint, model_of
 
 
 def convert_checkpoint(
@@ -83,10 +83,8 @@ def _name_and_kwargs(
             raise CheckpointError(
                 f"{str(src)!r} is a litvit {config['task']} run of {config['model']}: pass --model {config['model']}"
             )
-        kwargs = {**(config.get("model_kwargs") or {}), "num_classes": raw["resolved"]["num_classes"]}
-        if config.get("img_size"):
-            kwargs["img_size"] = config["img_size"]
-        return config["model"], {**kwargs, **model_kwargs}, classes
+        name, kwargs = model_of(raw)
+        return name, {**kwargs, **model_kwargs}, classes
     found = identify(unwrap_state_dict(raw))
     if found is None:
         raise CheckpointError(

@@ -23,7 +23,7 @@ from ..errors import CheckpointError, ConfigError, DataError, refused_settings
 from ..models import identify
 from ..options import check_img_size
 from ..tasks.classification import check_input_size, check_model_name, evaluate
-from ..train.checkpoint import is_train_checkpoint, read_any
+from ..train.checkpoint import is_train_checkpoint, model_of, read_any
 from .results import write_json
 
 __all__ = ["evaluate", "load_eval_model", "model_data_config", "run_eval"]
@@ -83,12 +83,9 @@ def load_eval_model(
         key = "model_ema" if ema else "model"
         if key not in raw:
             raise CheckpointError(f"{checkpoint!r} has no EMA weights (the run had no --model-ema): drop --ema")
-        build = dict(config.get("model_kwargs") or {})
-        if config.get("img_size"):
-            build["img_size"] = config["img_size"]
-        build.update(kwargs)
+        _, build = model_of(raw)
         with refused_settings(trained):
-            model = timm.create_model(trained, num_classes=raw["resolved"]["num_classes"], **build)
+            model = timm.create_model(trained, **{**build, **kwargs})
         model.load_state_dict(raw[key])
         return model, {"classes": raw.get("classes"), "config": config, "model_name": trained}
     if ema:

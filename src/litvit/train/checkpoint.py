@@ -11,7 +11,7 @@ import errno
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -172,6 +172,17 @@ def find_resume_checkpoint(resume: str, output: Optional[str] = None) -> Path:
 
 def is_train_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def model_of(ck: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """(timm name, creation keywords) of the model a litvit training checkpoint holds: the run's model keywords,
+    resolution and class count."""
+    config = ck["config"]
+    kwargs = dict(config.get("model_kwargs") or {})
+    if config.get("img_size"):
+        kwargs["img_size"] = config["img_size"]
+    kwargs["num_classes"] = ck["resolved"]["num_classes"]
+    return config["model"], kwargs
 
 
 def validate(ck: Any, path: Any) -> Dict[str, Any]:
