@@ -30,15 +30,33 @@ def _error(argv, capsys) -> str:
 
 
 def test_an_opset_the_exporter_cannot_reach_is_refused_and_nothing_written(tmp_path, capsys):
-    """Where torch's converter cannot reach the opset asked, it keeps its own opset 18 with newer operators (Gelu)
-    in the graph: a file no runtime loads. The written file is checked against its opset instead (opset 99 is past
-    every onnx release)."""
+    """Past the installed onnx's newest opset: refused before exporting (torch 2.6 would write 19 regardless)."""
     err = _error(
         ["--model", "litv2_nano", "--opset", "99", "--size", "32", "--static", "--out", str(tmp_path / "x.onnx")],
         capsys,
     )
     assert "cannot write opset 99" in err and "pass a lower --opset" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_written_graph_with_operators_its_opset_lacks_is_refused(tmp_path):
+    """Where torch's converter cannot reach the opset asked (26 with torch 2.14), it keeps an opset-18 graph with
+    newer operators in it (Gelu, opset 20): a file no runtime loads. Every written file is checked for that."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from litvit.errors import ExportError
+    from litvit.export.onnx import _check_operators
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "gelu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9), path)
+    with pytest.raises(ExportError, match="cannot write opset 26 .*Gelu.*pass a lower --opset"):
+        _check_operators(path, 26)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9), path)
+    _check_operators(path, 20)  # Gelu exists at 20
 
 
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch):

@@ -185,6 +185,13 @@ def export_onnx(
     require("onnx", "onnxscript")
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportError(f"opset {opset!r} has no DeformConv: pass --opset {MIN_OPSET} or more")
+    import onnx
+
+    if opset > onnx.defs.onnx_opset_version():
+        raise ExportError(
+            f"torch {torch.__version__}'s ONNX exporter cannot write opset {opset} (onnx {onnx.__version__} knows "
+            f"opsets up to {onnx.defs.onnx_opset_version()}): pass a lower --opset (the default is {DEFAULT_OPSET})"
+        )
     check_writable(path)
     # LITv2's FFNs as convolutions: ONNX Runtime keeps a chain of convolutions in its blocked layout (DWConvMlp)
     program = _without_runtime_checks(trace(model, example_size, dynamic, pointwise_as_conv=True))
@@ -213,8 +220,12 @@ def export_onnx(
     opsets = onnx_program.model.opset_imports
     if opsets.get("", 0) < MIN_OPSET:
         # torch 2.6 writes every graph at opset 18 whatever is asked. Opset 19 changed none of the operators such a
-        # graph uses but by adding types or modes, so the graph means the same at 19, where DeformConv exists.
+        # graph uses but by adding types or modes, so the graph means the same at 19, where DeformConv exists. The
+        # graph's local functions import the standard domain too, and must import the same version as the model.
         opsets[""] = MIN_OPSET
+        for function in onnx_program.model.functions.values():
+            if "" in function.opset_imports:
+                function.opset_imports[""] = MIN_OPSET
 
     def write(p: Path) -> None:
         onnx_program.save(str(p))

@@ -33,18 +33,22 @@ def check_library_names(cfg: TrainConfig) -> None:
     except Exception:  # noqa: BLE001 - a known optimizer that cannot take the probe's parameters: the real build decides
         return
     try:
-        create_scheduler_v2(
+        scheduler, _ = create_scheduler_v2(
             optimizer,
             sched=cfg.sched,
             num_epochs=cfg.epochs,
             step_on_epochs=cfg.sched_on == "epoch",
             updates_per_epoch=1,
         )
+        # timm 1.0.17 returns no scheduler for an unknown name where later versions raise
+        problem = None if scheduler is not None else f"Unknown scheduler {cfg.sched!r}"
     except (ValueError, AssertionError) as e:
+        problem = one_line(e).rstrip(".")
+    if problem is not None:
         raise ConfigError(
-            f"--sched {cfg.sched!r} with --sched-on {cfg.sched_on}: {one_line(e).rstrip('.')}; pass a timm schedule "
-            "such as cosine, step, multistep or poly, or the other --sched-on"
-        ) from None
+            f"--sched {cfg.sched!r} with --sched-on {cfg.sched_on}: {problem}; pass a timm schedule such as cosine, "
+            "step, multistep or poly, or the other --sched-on"
+        )
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
