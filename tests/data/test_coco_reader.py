@@ -67,6 +67,17 @@ def test_good_file_classes_in_id_order(tmp_path):
         ({"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "segmentation": []}, "missing mask"),
         ({"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "segmentation": _full_rle(20, 20)}, "20x20"),
         ({"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "segmentation": [[1, 2]]}, "mask polygons"),
+        ({"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "area": "big"}, "area 'big' is not"),
+        ({"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "area": -3}, "area -3 is not"),
+        # RLE run lengths pycocotools raises on in a loader worker (negative, past the image, not a COCO string) or
+        # decodes from memory it never wrote (short, empty): each is named at the scan
+        *[
+            (
+                {"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "segmentation": {"size": [H, W], "counts": c}},
+                "RLE 'counts' are not run lengths",
+            )
+            for c in ([5, -3, W * H - 2], [W * H + 5], [3, 5], [], "!!garbage", "", 7)
+        ],
     ],
 )
 def test_each_bad_annotation_is_skipped_or_refused(tmp_path, bad, reason):
@@ -102,6 +113,35 @@ def test_images_without_objects(tmp_path):
         read_coco(root, "train", training=True, bad_annotations="error")
     val = read_coco(root, "train", training=False, bad_annotations="error")  # evaluation keeps them
     assert [im["id"] for im in val.images] == [1, 2] and not val.problems
+
+
+def test_compressed_rle_masks_are_read(tmp_path):
+    """COCO's compressed RLE strings (what pycocotools' encode writes) pass the check and decode to their mask."""
+    from pycocotools import mask as mask_api
+
+    mask = np.zeros((H, W), np.uint8)
+    mask[3:11, 2:12] = 1
+    rle = mask_api.encode(np.asfortranarray(mask))
+    seg = {"size": [H, W], "counts": rle["counts"].decode()}
+    anns = [{**GOOD[0], "segmentation": seg}, GOOD[1]]
+    coco = read_coco(str(make_coco(tmp_path, anns)), "train", True, with_masks=True, bad_annotations="error")
+    item = DetectionDataset(coco, with_masks=True)[0][1]
+    assert item["masks"].shape == (1, H, W) and (item["masks"][0].numpy() == mask).all()
+
+
+def test_crowd_masks_are_checked_for_mask_models(tmp_path):
+    """COCO's mask evaluation decodes crowd regions too: a bad one is skipped before it can stop an evaluation."""
+    crowd = {
+        "image_id": 1,
+        "category_id": 3,
+        "bbox": [20, 5, 10, 10],
+        "iscrowd": 1,
+        "segmentation": {"size": [H, W], "counts": [W * H + 1]},
+    }
+    root = str(make_coco(tmp_path, [*GOOD, crowd]))
+    coco = read_coco(root, "train", True, with_masks=True, bad_annotations="skip")
+    assert len(coco.gt["annotations"]) == 2 and "RLE 'counts'" in coco.problems[0][1]
+    assert len(read_coco(root, "train", True, with_masks=False, bad_annotations="error").gt["annotations"]) == 3
 
 
 def test_crowd_regions_are_ground_truth_only(tmp_path):

@@ -3,8 +3,9 @@
 
 What the json says is checked at the boundary. A file that is not COCO (no `images` / `annotations` / `categories`
 lists, duplicate ids) is refused. Each annotation problem (an unknown image or category id, a box that is not four
-finite numbers, a box of zero area once clipped to its image, a missing or mis-sized mask, an image without
-objects in the training split) is either skipped and reported in one summary line (`bad_annotations='skip'`, the
+finite numbers, a box of zero area once clipped to its image, an area that is not a number >= 0, a missing,
+mis-sized or undecodable mask (RLE run lengths that do not add up to the image), an image without objects in the
+training split) is either skipped and reported in one summary line (`bad_annotations='skip'`, the
 default) or stops the run (`'error'`); boxes reaching outside their image are clipped and counted. Class i is the
 i-th category in increasing id order (mmdet's rule), for every architecture. Crowd regions (`iscrowd`) are not
 trained on; they stay in the ground truth for COCO's evaluation, which ignores detections on them.
@@ -99,6 +100,10 @@ def _categories(data: Dict[str, Any], path: Path) -> Tuple[List[int], List[str]]
     return [ids[i] for i in order], [names[i] for i in order]
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _image_problem(im: Any) -> Optional[str]:
     if not isinstance(im, dict):
         return "not an object"
@@ -110,6 +115,34 @@ def _image_problem(im: Any) -> Optional[str]:
     return None
 
 
+def _rle_runs(counts: Any) -> Optional[List[int]]:
+    """The run lengths of an RLE's 'counts': a list of them, or COCO's compressed string (maskApi.c's rleFrString:
+    5 bits per character from '0', 0x20 = more to come, 0x10 = negative, runs after the third as deltas from the run
+    two before). None where they are not non-negative integers."""
+    if isinstance(counts, list):
+        ok = all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        return counts if ok else None
+    if not isinstance(counts, str):
+        return None
+    runs: List[int] = []
+    value = shift = 0
+    for ch in counts:
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            return None
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:
+            continue
+        if c & 0x10:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+        value = shift = 0
+    return runs if shift == 0 and all(r >= 0 for r in runs) else None
+
+
 def _mask_problem(seg: Any, width: int, height: int) -> Optional[str]:
     if seg is None or (isinstance(seg, list) and not seg):
         return "missing mask ('segmentation')"
@@ -119,9 +152,13 @@ def _mask_problem(seg: Any, width: int, height: int) -> Optional[str]:
             return "mask is neither polygons nor an RLE with 'size' and 'counts'"
         if list(size) != [height, width]:
             return f"mask is {size[1]}x{size[0]}, its image {width}x{height}"
+        runs = _rle_runs(seg["counts"])
+        if runs is None or sum(runs) != height * width:
+            # pycocotools would raise in a loader worker, or decode memory it never wrote (short or empty counts)
+            return f"mask RLE 'counts' are not run lengths adding up to its {width}x{height} pixels"
         return None
     polygons = isinstance(seg, list) and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg)
-    if polygons and all(isinstance(v, (int, float)) and math.isfinite(v) for p in seg for v in p):
+    if polygons and all(_finite(v) for p in seg for v in p):
         return None
     return "mask polygons must be lists of x, y numbers (3 points or more)"
 
@@ -179,12 +216,12 @@ def read_coco(
         if a.get("category_id") not in label_of:
             problems.append((where, f"unknown category id {a.get('category_id')!r}"))
             continue
-        if not (
-            isinstance(box, list)
-            and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-        ):
+        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
             problems.append((where, f"bbox {box!r} is not four finite numbers [x, y, w, h]"))
+            continue
+        area = a.get("area")
+        if area is not None and not (_finite(area) and area >= 0):  # COCOeval's small / medium / large ranges
+            problems.append((where, f"area {area!r} is not a non-negative number"))
             continue
         x1, y1, x2, y2 = box[0], box[1], box[0] + box[2], box[1] + box[3]
         cx1, cy1 = min(max(x1, 0.0), im["width"]), min(max(y1, 0.0), im["height"])
@@ -194,7 +231,7 @@ def read_coco(
             continue
         clipped += (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
         seg = a.get("segmentation")
-        if with_masks and not a.get("iscrowd"):
+        if with_masks:  # crowd regions too: COCO's mask evaluation decodes them
             problem = _mask_problem(seg, im["width"], im["height"])
             if problem is not None:
                 problems.append((where, problem))
