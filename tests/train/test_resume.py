@@ -45,3 +45,34 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     assert interrupted["epoch"] == 1 and interrupted["batch"] in (3, 6, 9)  # mid epoch 2 (step 3, or a later save)
     assert interrupted["update"] == 12 + interrupted["batch"]
     assert_same_runs(tmp_path / "a", tmp_path / "b", 24, ("val_top1", "val_loss", "val_ema_top1"), ema=True)
+
+
+def test_validation_failing_after_an_epoch_keeps_the_epoch_and_resumes_exactly(tmp_path, capsys):
+    """A validation file past the first that cannot be read (`--bad-images error`) stops the run after its first
+    epoch trained: that epoch is saved before the error, and once the file is fixed `--resume` validates it and ends
+    as the run left alone does. A validation set of which nothing loads is refused before anything trains."""
+    from litvit.cli import main
+
+    tree = make_tree(tmp_path / "data", per_class={"train": 4, "val": 2})  # 12 images: 3 steps per epoch
+    args = ["train", "--data", str(tree), *RECIPE, "--bad-images", "error"]
+    assert main([*args, "--output", str(tmp_path / "a")]) == 0
+    bad = tree / "val" / "emu" / "1.png"  # the last validation file: the check before training reads the first
+    good = bad.read_bytes()
+    bad.write_bytes(b"not a png")
+    assert main([*args, "--output", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "epoch 1 trained but could not be validated" in err and f"cannot read image '{bad}'" in err
+    assert (tmp_path / "b" / "last.pth").is_file()
+    bad.write_bytes(good)
+    assert main(["train", "--resume", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert_same_runs(tmp_path / "a", tmp_path / "b", 6, ("val_top1", "val_loss", "val_ema_top1"), ema=True)
+
+    for image in (tree / "val").rglob("*.png"):
+        image.write_bytes(b"not a png")
+    assert main([*args[:-2], "--output", str(tmp_path / "c")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "no readable validation image: all 6 failed to load:" in line and "... (3 more)" in line
+    assert "\n" not in line and not (tmp_path / "c" / "last.pth").exists()
+    assert main(["eval", "--checkpoint", str(tmp_path / "a" / "best.pth"), "--data", str(tree)]) == 2
+    assert "no readable validation image: all 6 failed to load:" in capsys.readouterr().err

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-__all__ = ["Task", "TaskParts", "get_task"]
+from ..errors import DataError
+
+__all__ = ["Task", "TaskParts", "get_task", "unreadable_validation"]
 
 
 @dataclass
@@ -50,6 +52,14 @@ class Task(Protocol):
 
     def metrics_line(self, metrics: Dict[str, Any]) -> str:
         """One log line's worth of the metrics, e.g. 'val top-1 99.2%  top-5 100.0%'."""
+
+
+def unreadable_validation(bad: List[Tuple[str, str]]) -> DataError:
+    """The error for a validation set of which no file could be read, naming what failed (the per-file warnings come
+    after validation, which this error stops)."""
+    shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:3])
+    more = f"; ... ({len(bad) - 3} more)" if len(bad) > 3 else ""
+    return DataError(f"no readable validation image: all {len(bad)} failed to load: {shown}{more}. Fix or replace them")
 
 
 def get_task(name: str = "classification", **options: Any) -> Task:

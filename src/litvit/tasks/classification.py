@@ -19,9 +19,9 @@ from torch import nn
 from ..data.build import classification_sets, scan_classes
 from ..data.loader import collate
 from ..data.transforms import data_config, eval_transform, train_transform
-from ..errors import ConfigError, DataError, refused_settings
+from ..errors import ConfigError, refused_settings
 from ..runtime import all_gather_object, all_reduce_sum, autocast, seed_all
-from . import TaskParts
+from . import TaskParts, unreadable_validation
 
 __all__ = ["ClassificationTask", "build_model", "check_input_size", "check_model_name", "evaluate"]
 
@@ -97,7 +97,7 @@ def evaluate(
     model.train(was_training)
     n = int(stats[2].item())
     if n == 0:
-        raise DataError("no readable validation image: every file failed to load (see the warnings above)")
+        raise unreadable_validation(bad)
     return {
         "top1": 100.0 * stats[0].item() / n,
         "top5": 100.0 * stats[1].item() / n,

@@ -19,7 +19,7 @@ from ..data.loader import list_collate
 from ..data.scenes import ensure_scenes
 from ..errors import ConfigError, DataError, refused_settings
 from ..runtime import all_gather_object, autocast, broadcast_object, seed_all
-from . import TaskParts
+from . import TaskParts, unreadable_validation
 from .dense_metrics import coco_map, detections_to_coco
 
 __all__ = ["DetectionTask", "build_dense_model", "scenes_root"]
@@ -158,7 +158,7 @@ def evaluate_detection(
     bad = [b for part in everyone for b in part[2]]
     masks = any(part[3] for part in everyone)
     if not seen_ids:
-        raise DataError("no readable validation image: every file failed to load (see the warnings above)")
+        raise unreadable_validation(bad)
     scores: Optional[Dict[str, float]] = None
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         gt = {

@@ -16,9 +16,9 @@ from torch import nn
 from ..data.ade import IGNORE_INDEX, SegmentationDataset, scan_ade
 from ..data.loader import list_collate
 from ..data.seg_transforms import SegEvalTransform, SegTrainTransform
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..runtime import all_gather_object, all_reduce_sum, autocast, seed_all
-from . import TaskParts
+from . import TaskParts, unreadable_validation
 from .dense_metrics import confusion_matrix, miou
 from .detection import build_dense_model, scenes_root
 
@@ -154,13 +154,13 @@ def evaluate_segmentation(
                 here = confusion_matrix(up.argmax(1)[0], y, up.shape[1], IGNORE_INDEX).cpu()
                 conf = here if conf is None else conf + here
     model.train(was_training)
+    everyone_bad = [b for part in all_gather_object(bad) for b in part]
     k = max(all_gather_object(conf.shape[0] if conf is not None else 0))
     if k == 0:
-        raise DataError("no readable validation image: every file failed to load (see the warnings above)")
+        raise unreadable_validation(everyone_bad)
     conf = conf if conf is not None else torch.zeros(k, k, dtype=torch.int64)
     conf = all_reduce_sum(conf.to(device)).cpu()
     stats = all_reduce_sum(stats.to(device)).cpu()
-    everyone_bad = [b for part in all_gather_object(bad) for b in part]
     m = miou(conf)
     n = int(stats[1].item())
     return {

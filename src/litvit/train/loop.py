@@ -14,8 +14,8 @@ import torch
 from timm.utils import dispatch_clip_grad
 
 from .. import runtime as rt
-from ..errors import CheckpointSaveError, NonFiniteLossError
-from .checkpoint import atomic_save, make_checkpoint, rng_state
+from ..errors import CheckpointSaveError, LitvitError, NonFiniteLossError
+from .checkpoint import atomic_save, make_checkpoint, rng_state, set_rng_state
 from .log import format_time, progress_bar
 from .state import Run
 
@@ -158,7 +158,10 @@ def train_one_epoch(run: Run, epoch: int) -> Tuple[float, float]:
         bar = progress_bar(cfg.progress, run.num_batches * per_batch, start * per_batch, desc)
     params = [p for p in run.module.parameters() if p.requires_grad]
     t_last = time.time()
-    for b, batch in zip(range(start, run.num_batches), run.train_loader):
+    # (an epoch saved whole but not validated resumes past its end: no loader iterator, whose seed draw would move
+    # the random stream away from the uninterrupted run's)
+    batches = zip(range(start, run.num_batches), run.train_loader) if start < run.num_batches else ()
+    for b, batch in batches:
         run.bad_pending += batch[-1]
         step_now = (b + 1) % cfg.accum_steps == 0
         sync = run.module.no_sync() if run.dist.distributed and not step_now else nullcontext()
@@ -232,7 +235,18 @@ def fit(run: Run) -> None:
         loss, ips = train_one_epoch(run, epoch)
         if cfg.sched_on == "epoch":
             run.scheduler.step(epoch + 1)
-        val = validate(run)
+        before_validation = rng_state()
+        try:
+            val = validate(run)
+        except LitvitError:
+            if run.dist.world_size == 1:  # (on several processes one rank may stop alone: no collective save)
+                set_rng_state(before_validation)  # as the epoch ended: a resumed run repeats this one exactly
+                save(run)  # the epoch's training is kept: --resume goes straight to its validation
+                run.console.warn(
+                    f"epoch {epoch + 1} trained but could not be validated; it is saved in "
+                    f"{run.folder.path / 'last.pth'}: fix the validation data, then --resume"
+                )
+            raise
         bad_total = report_bad(run, val["bad"])
         st.epoch, st.batch = epoch + 1, 0
         st.last_top1, st.last_top5 = val[score], val.get("top5")

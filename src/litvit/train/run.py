@@ -4,14 +4,15 @@ write the summary. Reading this file top to bottom is reading what `litvit train
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from .. import runtime as rt
 from ..data.build import default_workers, eval_loader, train_loader
+from ..data.folder import BadImage
 from ..errors import CheckpointError, ConfigError, DataError, LitvitError
-from ..tasks import Task, get_task
+from ..tasks import Task, get_task, unreadable_validation
 from .build import build_ema, build_optimizer, build_scaler, build_scheduler, check_library_names, wrap_model
 from .checkpoint import progress_of, set_rng_state
 from .config import TrainConfig, resolve_lrs
@@ -46,6 +47,7 @@ def setup(
 
     check_library_names(cfg)
     parts = task.build(cfg, dist.rank, labels=resume.get("classes") if resume is not None else None)
+    check_validation_readable(parts.val_set)
     rt.seed_all(cfg.seed + dist.rank)  # the same initialisation on every rank; each rank's own stream from here
     workers = cfg.workers if cfg.workers is not None else default_workers(cfg.data is None, dist.local_world_size)
     pin = dist.device.type == "cuda"
@@ -105,6 +107,18 @@ def setup(
     if resume is not None:
         restore(run, resume)
     return run
+
+
+def check_validation_readable(val_set: Any) -> None:
+    """Read validation samples until one loads (one read, normally): a validation set of which nothing loads is
+    refused now, not after the first epoch has trained."""
+    bad: List[Tuple[str, str]] = []
+    for index in range(len(val_set)):
+        sample = val_set[index][0]
+        if not isinstance(sample, BadImage):
+            return
+        bad.append((sample.path, sample.reason))
+    raise unreadable_validation(bad)
 
 
 def _same(a: Any, b: Any) -> bool:
