@@ -126,6 +126,21 @@ def test_wrong_input_dtype_is_a_type_error_naming_the_fix(name, dtype, fix):
 
 
 @pytest.mark.parametrize("name", list(CLASSIFIERS))
+@pytest.mark.parametrize(
+    ("make", "shown"),
+    [
+        (lambda: [torch.randn(3, 64, 64)], "got list; convert it with torch.stack(...)"),
+        (lambda: torch.randn(1, 3, 64, 64).numpy(), "got ndarray; convert it with torch.as_tensor(...)"),
+        (lambda: torch.empty(1, 3, 64, 64, device="meta"), "is on meta but the model's weights are on cpu"),
+    ],
+)
+def test_input_that_is_no_tensor_or_on_another_device_is_a_type_error(name, make, shown):
+    model = timm.create_model(name, num_classes=5, **CLASSIFIERS[name]).eval()
+    with pytest.raises(TypeError, match=shown.replace("(", r"\(").replace(")", r"\)")):
+        model(make())
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
 def test_autocast_and_low_precision_models_keep_working(name):
     model = timm.create_model(name, num_classes=5, **CLASSIFIERS[name]).eval()
     x = torch.randn(2, 3, 64, 64)

@@ -29,6 +29,9 @@ def check_heads(dim: int, num_heads: int, name: str = "dim") -> None:
 
 @register_notrace_function
 def check_floating(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        fix = "torch.stack(...) for a list of images" if isinstance(x, (list, tuple)) else "torch.as_tensor(...)"
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert it with {fix}")
     if not torch.is_floating_point(x):
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with .float()")
 
@@ -39,13 +42,18 @@ _TENSOR_METHOD = {torch.float32: "float", torch.float64: "double", torch.float16
 @register_notrace_function
 @torch.jit.unused
 def check_dtype(x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
-    """`x` must have the dtype of the weights it meets first, unless autocast will cast both.
+    """`x` must be on the device of the weights it meets first, and have their dtype unless autocast will cast both.
 
     Without this a float64 or float16 image into an fp32 model fails deep in the conv with "Input type (double)
     and bias type (float) should be the same", which names neither the model nor the fix. Under autocast every
     floating type but float64 is cast to the autocast dtype, so those mismatches are fine there.
     Not scriptable (autocast state): callers skip it under TorchScript.
     """
+    if x.device != weight.device:
+        raise TypeError(
+            f"{name} is on {x.device} but the model's weights are on {weight.device}: move the input with "
+            f"x.to('{weight.device}'), or the model with model.to('{x.device}')"
+        )
     if x.dtype == weight.dtype:
         return
     if torch.is_autocast_enabled(x.device.type) and torch.float64 not in (x.dtype, weight.dtype):
