@@ -162,6 +162,61 @@ def test_labels_are_zero_based_in_training(name, label):
     assert "\n" not in str(err.value)
 
 
+def _bad_images():
+    good = images()[0]
+    return [
+        (
+            lambda: [good.permute(1, 2, 0)],
+            ValueError,
+            r"image 0 must be a \(3, H, W\) tensor, got shape \[96, 128, 3\]; "
+            r"it looks channels-last: use image.permute\(2, 0, 1\)",
+        ),
+        (lambda: [(good * 255).byte()], TypeError, r"image 0 has dtype torch.uint8: detectors take float images"),
+        (lambda: [good, good[:, :0]], ValueError, "image 1 is 128x0 pixels"),
+        (lambda: [good.numpy()], TypeError, "image 0 is a ndarray, not a tensor"),
+        (lambda: None, TypeError, "images must be a list of"),
+    ]
+
+
+def _bad_targets():
+    def edit(i, **entries):
+        out = targets(with_masks=False)
+        out[i] = {**out[i], **entries}
+        return out
+
+    return [
+        (
+            edit(1, boxes=torch.tensor([[4.0, 6.0, 40.0, 60.0]]), labels=torch.tensor([1, 2])),
+            "target 1 has boxes of "
+            r"shape \[1, 4\] and labels of shape \[2\]",
+        ),
+        (edit(0, labels=torch.tensor([0.0, 1.0])), "target 0 has torch.float32 labels"),
+        (edit(1, boxes=torch.tensor([[4.0, 6.0, float("nan"), 60.0]])), "target 1 has a box that is NaN or infinite"),
+        (edit(1, boxes=torch.tensor([[4.0, 6.0, 3.0, 60.0]])), r"x2 <= x1 or y2 <= y1: boxes are \[x1, y1, x2, y2\]"),
+        (targets(with_masks=False)[:1], "2 images but 1 targets"),
+        (None, r"a training step needs targets, model\(images, targets\)"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_litv2_s", "retinanet_litv2_s"])
+def test_bad_detector_input_is_one_line_at_the_boundary(name):
+    """What torchvision's transform and heads fail on deep inside (a ZeroDivisionError, a broadcast error, an
+    IndexError), or train on silently (boxes without their labels), is one line naming the fix; no images give no
+    detections."""
+    model = tiny(name).eval()
+    for make, kind, match in _bad_images():
+        with pytest.raises(kind, match=match) as err:
+            model(make())
+        assert "\n" not in str(err.value)
+    assert model([]) == [] and len(model(torch.stack([images()[0]] * 2))) == 2  # a (B, 3, H, W) batch is B images
+    model.train()
+    for bad, match in _bad_targets():
+        with pytest.raises(DataError, match=match):
+            model(images(), bad)
+    with pytest.raises(DataError, match="a training step needs at least one image"):
+        model([], [])
+
+
 def test_detector_resizes_by_default_and_maps_back():
     torch.manual_seed(0)
     model = tiny("retinanet_litv2_s", min_size=64, max_size=100).eval()

@@ -27,7 +27,7 @@ from .anchors import MMDetAnchorGenerator, MMDetBoxCoder
 from .fpn import BackboneFPN, stage_channels
 from .retinanet import IMAGENET_MEAN, IMAGENET_STD
 from .roi_align import LevelRoIAlign
-from .transform import DetTransform, check_targets
+from .transform import DetTransform, check_inputs
 
 __all__ = ["LitRCNN", "build_rcnn"]
 
@@ -74,7 +74,9 @@ class LitRCNN(GeneralizedRCNN):
         self.num_classes = num_classes
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
-        check_targets(targets, self.num_classes)
+        check_inputs(images, targets, self.num_classes, self.training)
+        if len(images) == 0:
+            return []  # no images, no detections (torchvision's transform indexes the first)
         if targets is not None:  # 0-based classes -> torchvision's 1-based (0 = background)
             targets = [{**t, "labels": t["labels"] + 1} if "labels" in t else t for t in targets]
         out = super().forward(images, targets)

@@ -23,7 +23,7 @@ from torchvision.ops import boxes as box_ops
 
 from .anchors import MMDetAnchorGenerator, MMDetBoxCoder
 from .fpn import BackboneFPN, P6P7FromInput, stage_channels
-from .transform import DetTransform, check_targets
+from .transform import DetTransform, check_inputs
 
 __all__ = ["LitRetinaNet", "build_retinanet", "TOPK_RULES"]
 
@@ -70,7 +70,9 @@ class LitRetinaNet(RetinaNet):
         self.transform = DetTransform(min_size, max_size, image_mean, image_std)
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
-        check_targets(targets, self.num_classes)
+        check_inputs(images, targets, self.num_classes, self.training)
+        if len(images) == 0:
+            return []  # no images, no detections (torchvision's transform indexes the first)
         return super().forward(images, targets)
 
     def postprocess_detections(

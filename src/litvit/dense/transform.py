@@ -7,7 +7,7 @@
   the image's pixel centres inside the float box, instead of torchvision's 1-pixel pad, integer box and resize.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 
 from ..errors import DataError
 
-__all__ = ["DetTransform", "check_targets", "paste_masks"]
+__all__ = ["DetTransform", "check_inputs", "check_targets", "paste_masks"]
 
 
 class DetTransform(GeneralizedRCNNTransform):
@@ -86,13 +86,65 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int]) -> Te
     return F.grid_sample(masks.float(), grid, align_corners=False).to(masks.dtype)  # (N, 1, H, W)
 
 
+def check_inputs(
+    images: Any, targets: Optional[List[Dict[str, Tensor]]], num_classes: int, training: bool = False
+) -> None:
+    """A detector's images and training targets at its boundary, each problem in one line that names the fix
+    (torchvision's transform and heads would fail deep inside: a ZeroDivisionError for an empty side, a broadcast
+    error for an (H, W, 3) image, an IndexError for float labels, or silently train boxes without their labels)."""
+    if isinstance(images, Tensor) and images.dim() == 4:
+        images = list(images)  # a (B, 3, H, W) batch: torchvision iterates it as a list
+    if not isinstance(images, (list, tuple)):
+        raise TypeError(f"images must be a list of (3, H, W) float tensors, got {type(images).__name__}")
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor):
+            raise TypeError(
+                f"image {i} is a {type(image).__name__}, not a tensor: convert it with torch.as_tensor(...)"
+            )
+        if image.dim() != 3 or image.shape[0] not in (1, 3):
+            looks_hwc = image.dim() == 3 and image.shape[-1] in (1, 3)
+            hint = "; it looks channels-last: use image.permute(2, 0, 1)" if looks_hwc else ""
+            raise ValueError(f"image {i} must be a (3, H, W) tensor, got shape {list(image.shape)}{hint}")
+        if not image.is_floating_point():
+            raise TypeError(
+                f"image {i} has dtype {image.dtype}: detectors take float images in [0, 1] (image.float() / 255)"
+            )
+        if image.shape[1] < 1 or image.shape[2] < 1:
+            raise ValueError(f"image {i} is {image.shape[2]}x{image.shape[1]} pixels: both sides need at least one")
+    if training and targets is None:
+        raise DataError("a training step needs targets, model(images, targets); call model.eval() to detect")
+    if training and not images:
+        raise DataError("a training step needs at least one image")
+    if targets is not None and len(targets) != len(images):
+        raise DataError(f"{len(images)} images but {len(targets)} targets: pass one target dict per image")
+    check_targets(targets, num_classes)
+
+
 def check_targets(targets: Optional[List[Dict[str, Tensor]]], num_classes: int) -> None:
     """Training targets at the model's boundary: labels must be 0-based class indices (torchvision's detectors would
     fail deep inside, or silently train a label as another class)."""
     for i, t in enumerate(targets or []):
-        labels = t.get("labels")
-        if labels is None or "boxes" not in t:
-            raise DataError(f"target {i} needs 'boxes' (N, 4) and 'labels' (N,)")
+        if not isinstance(t, dict):
+            raise DataError(f"target {i} is a {type(t).__name__}: pass a dict with 'boxes' (N, 4) and 'labels' (N,)")
+        labels, boxes = t.get("labels"), t.get("boxes")
+        if not isinstance(labels, Tensor) or not isinstance(boxes, Tensor):
+            raise DataError(f"target {i} needs 'boxes' (N, 4) and 'labels' (N,) tensors")
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.dim() != 1 or labels.shape[0] != boxes.shape[0]:
+            raise DataError(
+                f"target {i} has boxes of shape {list(boxes.shape)} and labels of shape {list(labels.shape)}: "
+                "pass (N, 4) boxes [x1, y1, x2, y2] and (N,) labels, one per box"
+            )
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise DataError(f"target {i} has {labels.dtype} labels: pass class indices as integers (labels.long())")
+        if boxes.numel() and not bool(torch.isfinite(boxes).all()):
+            raise DataError(f"target {i} has a box that is NaN or infinite: fix or drop it")
+        flat = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
+        if bool(flat.any()):
+            box = [round(v, 2) for v in boxes[int(flat.nonzero()[0])].tolist()]
+            raise DataError(
+                f"target {i} has the box {box} with x2 <= x1 or y2 <= y1: boxes are [x1, y1, x2, y2] corners (not "
+                "[x, y, w, h]) and need a positive width and height"
+            )
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
             raise DataError(
                 f"target {i} has label {int(labels.max() if labels.max() >= num_classes else labels.min())}: labels "
