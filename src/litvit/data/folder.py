@@ -7,10 +7,11 @@ alpha images are converted to RGB.
 """
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from timm.data.readers.img_extensions import get_img_extensions
 from torch.utils.data import Dataset
 
@@ -99,11 +100,26 @@ def scan_image_folder(root: str, train_split: str = "train", val_split: str = "v
     return {"train": train, "val": val, "classes": classes, "root": root}
 
 
-def load_rgb(path: str) -> Image.Image:
+def upright(img: Image.Image) -> Image.Image:
+    """`img` turned as its EXIF orientation tag says: a phone stores a portrait photo sideways with a tag that photo
+    viewers follow. No tag, or an unreadable EXIF block (the pixels are still good), leaves it as it is."""
+    try:
+        with warnings.catch_warnings():  # PIL warns "Corrupt EXIF data" before giving up on a block
+            warnings.simplefilter("ignore")
+            return ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
+    except Exception:  # PIL raises many kinds (SyntaxError, struct.error, KeyError, ...) on a corrupt EXIF block
+        return img
+
+
+def load_rgb(path: str, exif_orientation: bool = False) -> Image.Image:
     """Open an image as RGB: grayscale, palette (with or without transparency), CMYK, 16-bit and alpha images are
-    converted (alpha is dropped, as torchvision's and timm's loaders do)."""
+    converted (alpha is dropped, as torchvision's and timm's loaders do). `exif_orientation` turns it upright as a
+    photo viewer shows it (`litvit predict`, `viz`, `demo`); training and evaluation read the pixels as stored, as
+    timm's and the official loaders do."""
     with open(path, "rb") as f:
         img = Image.open(f)
+        if exif_orientation:
+            img = upright(img)
         if img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -141,9 +157,11 @@ class ImageFileDataset(Dataset):
         classes: Sequence[str],
         transform: Optional[Callable[[Image.Image], Any]] = None,
         bad_images: str = "skip",
+        exif_orientation: bool = False,
     ):
         if bad_images not in BAD_IMAGE_MODES:
             raise DataError(f"bad_images must be one of {BAD_IMAGE_MODES}, got {bad_images!r}")
+        self.exif_orientation = exif_orientation
         self.samples = list(samples)
         self.classes = list(classes)
         self.transform = transform
@@ -155,7 +173,7 @@ class ImageFileDataset(Dataset):
     def load(self, index: int) -> Any:
         path, _ = self.samples[index]
         try:
-            return load_rgb(path)
+            return load_rgb(path, self.exif_orientation)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             if self.bad_images == "error":
                 raise BadImageError(

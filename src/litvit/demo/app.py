@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from PIL import Image
 from torch import nn
 
+from ..data.folder import upright
 from ..errors import one_line
 from ..predict.classes import class_names, top_classes
 from ..predict.run import load_predict_model
@@ -50,7 +51,7 @@ def decode_image(data: bytes) -> Image.Image:
         if img.width * img.height > MAX_PIXELS:
             raise ValueError(f"image too large ({img.width} x {img.height} pixels; at most {MAX_PIXELS:,})")
         img.load()
-        return img.convert("RGB")
+        return upright(img).convert("RGB")  # as the browser shows it (EXIF orientation)
     except ValueError:
         raise
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError ...

@@ -131,7 +131,10 @@ def predict(
     dcfg = model_data_config(net, info, img_size)
     net.to(dev)
 
-    dataset = ImageFileDataset([(f, i) for i, f in enumerate(files)], [], eval_transform(dcfg), "skip")
+    # photos upright, as a viewer shows them (their EXIF orientation); `litvit eval` reads the stored pixels
+    dataset = ImageFileDataset(
+        [(f, i) for i, f in enumerate(files)], [], eval_transform(dcfg), "skip", exif_orientation=True
+    )
     loader = eval_loader(dataset, batch_size, workers, pin_memory=dev.type == "cuda")
     bar = progress_bar(progress, len(files), 0, "predict")
     skip = on_skip or _warner(bar)

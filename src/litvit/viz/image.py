@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..data.folder import upright
 from ..data.transforms import data_config, eval_transform
 from ..errors import DataError
 
@@ -24,7 +25,7 @@ def load_image(
     if not isinstance(image, Image.Image):
         try:
             with Image.open(image) as opened:
-                image = opened.convert("RGB")
+                image = upright(opened).convert("RGB")  # as a photo viewer shows it (EXIF orientation)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(
                 f"cannot read image {os.fspath(image)!r} ({str(e).splitlines()[0]}): pass a JPEG / PNG file"
