@@ -22,6 +22,7 @@ __all__ = [
     "ExportError",
     "LitvitError",
     "NonFiniteLossError",
+    "RunInterrupted",
     "one_line",
     "refused_settings",
     "report",
@@ -83,6 +84,12 @@ class NonFiniteLossError(LitvitError, RuntimeError):
     """The loss became NaN or infinite; the run stopped before applying that step."""
 
     exit_code = 1
+
+
+class RunInterrupted(LitvitError):
+    """Ctrl-C stopped a training run at the end of an optimizer step, with that step saved."""
+
+    exit_code = 130  # a shell's status for a process stopped by SIGINT
 
 
 def one_line(e: BaseException) -> str:

@@ -76,3 +76,41 @@ def test_validation_failing_after_an_epoch_keeps_the_epoch_and_resumes_exactly(t
     assert "\n" not in line and not (tmp_path / "c" / "last.pth").exists()
     assert main(["eval", "--checkpoint", str(tmp_path / "a" / "best.pth"), "--data", str(tree)]) == 2
     assert "no readable validation image: all 6 failed to load:" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_at_the_end_of_a_step_saved_and_resume_is_exact(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, the loader worker included) asks the run to stop: it finishes the
+    optimizer step, saves it, exits with status 130 naming the command that continues; resumed, the run ends as the
+    one left alone, bit for bit. Without this, everything since the last checkpoint (up to an epoch) was lost."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import env, load, run_module
+
+    tree = make_tree(tmp_path / "data", per_class={"train": 16, "val": 2})  # 12 steps per epoch
+    cmd = [sys.executable, "-m", "litvit.train", "--data", str(tree), *RECIPE, "--log-interval", "1"]
+    popen = dict(cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    straight = subprocess.Popen([*cmd, "--output", str(tmp_path / "a")], **popen)
+    stopped = subprocess.Popen([*cmd, "--output", str(tmp_path / "b")], bufsize=1, start_new_session=True, **popen)
+    seen = []
+    for line in stopped.stdout:
+        seen.append(line)
+        if "epoch 2/2 step 2/12" in line:
+            os.killpg(stopped.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+            break
+    seen += stopped.stdout.readlines()
+    stopped.wait(timeout=180)
+    text = "".join(seen)
+    assert stopped.returncode == 130, text
+    assert "stopping at the end of this optimizer step" in text and "Traceback" not in text
+    progress = load(tmp_path / "b" / "last.pth")["progress"]
+    assert progress["epoch"] == 1 and 2 <= progress["batch"] < 12, progress  # mid epoch 2, not its last save
+    assert f"stopped at epoch 2, step {progress['batch']} (optimizer step {12 + progress['batch']})" in text
+    assert f"litvit train --resume {tmp_path / 'b'}" in text
+    out_a, _ = straight.communicate(timeout=180)
+    assert straight.returncode == 0, out_a
+    resumed = run_module("litvit.train", ["--resume", str(tmp_path / "b")], cwd=tmp_path, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_runs(tmp_path / "a", tmp_path / "b", 24, ("val_top1", "val_loss", "val_ema_top1"), ema=True)

@@ -6,15 +6,17 @@ computes each batch's loss and the validation metrics; everything here is the sa
 
 import json
 import math
+import signal
+import threading
 import time
-from contextlib import nullcontext
-from typing import Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from timm.utils import dispatch_clip_grad
 
 from .. import runtime as rt
-from ..errors import CheckpointSaveError, LitvitError, NonFiniteLossError
+from ..errors import CheckpointSaveError, LitvitError, NonFiniteLossError, RunInterrupted
 from .checkpoint import atomic_save, make_checkpoint, rng_state, set_rng_state
 from .log import format_time, progress_bar
 from .state import Run
@@ -201,15 +203,48 @@ def train_one_epoch(run: Run, epoch: int) -> Tuple[float, float]:
         st.train_images += cfg.batch_size * cfg.accum_steps * world
         t_last = now
         report_step(run, bar, epoch, b, mean_loss)
-        if cfg.save_every_steps and st.update % cfg.save_every_steps == 0 and b + 1 < run.num_batches:
+        saved = bool(cfg.save_every_steps) and st.update % cfg.save_every_steps == 0 and b + 1 < run.num_batches
+        if saved:
             save(run)
             run.console.info(
                 f"  saved {run.folder.path / 'last.pth'} (epoch {epoch + 1}, step {b + 1}"
                 f"/{run.num_batches}, optimizer step {st.update})"
             )
+        stop_if_asked(run, saved)
     if bar is not None:
         bar.close()
     return st.epoch_loss_sum / max(st.epoch_images, 1), st.epoch_images / max(st.epoch_time, 1e-9)
+
+
+@contextmanager
+def stop_on_interrupt(run: Run) -> Iterator[None]:
+    """In a single-process run, the first Ctrl-C asks the loop to stop at the end of the current optimizer step and
+    save there (`--resume` continues bit for bit, as from a `--save-every-steps` save); a second one stops at once.
+    Under torchrun (ranks could stop at different steps) or outside the main thread, Ctrl-C stops at once."""
+    if run.dist.world_size != 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(_signum: int, _frame: Any) -> None:
+        run.stop_asked = True
+        signal.signal(signal.SIGINT, previous)
+        run.console.warn("stopping at the end of this optimizer step, saved for --resume (Ctrl-C again: at once)")
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stop_if_asked(run: Run, saved: bool) -> None:
+    if run.stop_asked:
+        if not saved:
+            save(run)
+        raise RunInterrupted(
+            f"stopped at {run.state.where()} (optimizer step {run.state.update}), saved in "
+            f"{run.folder.path / 'last.pth'}: continue with `litvit train --resume {run.folder.path}`"
+        )
 
 
 def validate(run: Run) -> Dict[str, Any]:
@@ -230,51 +265,53 @@ def validate(run: Run) -> Dict[str, Any]:
 def fit(run: Run) -> None:
     """Train from the run's position to its last epoch: an epoch, a validation, checkpoints and a metrics line."""
     cfg, st, score = run.cfg, run.state, run.task.score
-    for epoch in range(st.epoch, run.total_epochs):
-        t_epoch = time.time()
-        loss, ips = train_one_epoch(run, epoch)
-        if cfg.sched_on == "epoch":
-            run.scheduler.step(epoch + 1)
-        before_validation = rng_state()
-        try:
-            val = validate(run)
-        except LitvitError:
-            if run.dist.world_size == 1:  # (on several processes one rank may stop alone: no collective save)
-                set_rng_state(before_validation)  # as the epoch ended: a resumed run repeats this one exactly
-                save(run)  # the epoch's training is kept: --resume goes straight to its validation
-                run.console.warn(
-                    f"epoch {epoch + 1} trained but could not be validated; it is saved in "
-                    f"{run.folder.path / 'last.pth'}: fix the validation data, then --resume"
-                )
-            raise
-        bad_total = report_bad(run, val["bad"])
-        st.epoch, st.batch = epoch + 1, 0
-        st.last_top1, st.last_top5 = val[score], val.get("top5")
-        improved = val[score] > st.best_top1
-        if improved:
-            st.best_top1, st.best_top5, st.best_epoch = val[score], val.get("top5", 0.0), epoch + 1
-        record: Dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": st.update,
-            "train_loss": round(loss, 6),
-            "lr": run.optimizer.param_groups[0]["lr"],
-        }
-        record.update({f"val_{k}": round(v, 6) for k, v in val.items() if isinstance(v, float)})
-        record.update(
-            val_images=val["images"],
-            images_per_s=round(ips, 1),
-            epoch_time_s=round(time.time() - t_epoch, 2),
-            elapsed_s=round(st.wall_time + time.time() - run.t0, 2),
-            bad_images=bad_total,
-        )
-        save(run, ("last.pth", "best.pth") if improved else ("last.pth",))
-        if run.dist.is_main:
-            run.folder.append_metrics(record)
-            if run.tb is not None:
-                for k in ("val_top1", "val_top5", "val_loss", "train_loss", "images_per_s"):
-                    if k in record:
-                        run.tb.add_scalar(k.replace("_", "/", 1), record[k], epoch + 1)
-        run.console.info(
-            f"epoch {epoch + 1}/{run.total_epochs}  loss {loss:.4f}  {run.task.metrics_line(val)}  {ips:.0f} img/s"
-            f"  {format_time(time.time() - t_epoch)}  ETA {format_time(eta(run))}"
-        )
+    with stop_on_interrupt(run):
+        for epoch in range(st.epoch, run.total_epochs):
+            t_epoch = time.time()
+            loss, ips = train_one_epoch(run, epoch)
+            if cfg.sched_on == "epoch":
+                run.scheduler.step(epoch + 1)
+            before_validation = rng_state()
+            try:
+                val = validate(run)
+            except LitvitError:
+                if run.dist.world_size == 1:  # (on several processes one rank may stop alone: no collective save)
+                    set_rng_state(before_validation)  # as the epoch ended: a resumed run repeats this one exactly
+                    save(run)  # the epoch's training is kept: --resume goes straight to its validation
+                    run.console.warn(
+                        f"epoch {epoch + 1} trained but could not be validated; it is saved in "
+                        f"{run.folder.path / 'last.pth'}: fix the validation data, then --resume"
+                    )
+                raise
+            bad_total = report_bad(run, val["bad"])
+            st.epoch, st.batch = epoch + 1, 0
+            st.last_top1, st.last_top5 = val[score], val.get("top5")
+            improved = val[score] > st.best_top1
+            if improved:
+                st.best_top1, st.best_top5, st.best_epoch = val[score], val.get("top5", 0.0), epoch + 1
+            record: Dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": st.update,
+                "train_loss": round(loss, 6),
+                "lr": run.optimizer.param_groups[0]["lr"],
+            }
+            record.update({f"val_{k}": round(v, 6) for k, v in val.items() if isinstance(v, float)})
+            record.update(
+                val_images=val["images"],
+                images_per_s=round(ips, 1),
+                epoch_time_s=round(time.time() - t_epoch, 2),
+                elapsed_s=round(st.wall_time + time.time() - run.t0, 2),
+                bad_images=bad_total,
+            )
+            save(run, ("last.pth", "best.pth") if improved else ("last.pth",))
+            if run.dist.is_main:
+                run.folder.append_metrics(record)
+                if run.tb is not None:
+                    for k in ("val_top1", "val_top5", "val_loss", "train_loss", "images_per_s"):
+                        if k in record:
+                            run.tb.add_scalar(k.replace("_", "/", 1), record[k], epoch + 1)
+            run.console.info(
+                f"epoch {epoch + 1}/{run.total_epochs}  loss {loss:.4f}  {run.task.metrics_line(val)}  {ips:.0f} img/s"
+                f"  {format_time(time.time() - t_epoch)}  ETA {format_time(eta(run))}"
+            )
+            stop_if_asked(run, saved=True)  # (asked during the validation: the epoch is saved above)
