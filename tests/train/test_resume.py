@@ -114,3 +114,27 @@ def test_ctrl_c_stops_at_the_end_of_a_step_saved_and_resume_is_exact(tmp_path):
     resumed = run_module("litvit.train", ["--resume", str(tmp_path / "b")], cwd=tmp_path, timeout=180)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_runs(tmp_path / "a", tmp_path / "b", 24, ("val_top1", "val_loss", "val_ema_top1"), ema=True)
+
+
+def test_ctrl_c_during_the_last_validation_lets_the_run_finish(tmp_path, monkeypatch, capsys):
+    """A stop asked while the last epoch validates has nothing left to save for: the run ends as usual (status 0,
+    summary.json), while one asked during an earlier validation stops after that epoch's save."""
+    from litvit.cli import main
+    from litvit.train import loop
+
+    from .helpers import FAST
+
+    validate = loop.validate
+
+    def asked_during(run):
+        run.stop_asked = True  # what the first Ctrl-C's handler sets
+        return validate(run)
+
+    monkeypatch.setattr(loop, "validate", asked_during)
+    tree = make_tree(tmp_path / "data", per_class={"train": 4, "val": 1})
+    args = ["train", "--data", str(tree), *FAST]
+    assert main([*args, "--output", str(tmp_path / "last"), "--epochs", "1"]) == 0
+    assert (tmp_path / "last" / "summary.json").is_file()
+    assert main([*args, "--output", str(tmp_path / "early"), "--epochs", "2"]) == 130
+    assert "stopped at end of epoch 1" in capsys.readouterr().err
+    assert not (tmp_path / "early" / "summary.json").exists() and (tmp_path / "early" / "last.pth").is_file()

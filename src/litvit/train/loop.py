@@ -262,6 +262,24 @@ def validate(run: Run) -> Dict[str, Any]:
     return metrics
 
 
+def validate_keeping_the_epoch(run: Run, epoch: int) -> Dict[str, Any]:
+    """`validate(run)`; if it fails (unreadable validation data, say), the epoch's training is saved first, with the
+    random state of the epoch's end, so that `--resume` goes straight to its validation and continues bit for bit.
+    Single-process runs only: with several processes one rank may fail alone, mid-collective."""
+    before_validation = rng_state()
+    try:
+        return validate(run)
+    except LitvitError:
+        if run.dist.world_size == 1:
+            set_rng_state(before_validation)
+            save(run)
+            run.console.warn(
+                f"epoch {epoch + 1} trained but could not be validated; it is saved in "
+                f"{run.folder.path / 'last.pth'}: fix the validation data, then --resume"
+            )
+        raise
+
+
 def fit(run: Run) -> None:
     """Train from the run's position to its last epoch: an epoch, a validation, checkpoints and a metrics line."""
     cfg, st, score = run.cfg, run.state, run.task.score
@@ -271,18 +289,7 @@ def fit(run: Run) -> None:
             loss, ips = train_one_epoch(run, epoch)
             if cfg.sched_on == "epoch":
                 run.scheduler.step(epoch + 1)
-            before_validation = rng_state()
-            try:
-                val = validate(run)
-            except LitvitError:
-                if run.dist.world_size == 1:  # (on several processes one rank may stop alone: no collective save)
-                    set_rng_state(before_validation)  # as the epoch ended: a resumed run repeats this one exactly
-                    save(run)  # the epoch's training is kept: --resume goes straight to its validation
-                    run.console.warn(
-                        f"epoch {epoch + 1} trained but could not be validated; it is saved in "
-                        f"{run.folder.path / 'last.pth'}: fix the validation data, then --resume"
-                    )
-                raise
+            val = validate_keeping_the_epoch(run, epoch)
             bad_total = report_bad(run, val["bad"])
             st.epoch, st.batch = epoch + 1, 0
             st.last_top1, st.last_top5 = val[score], val.get("top5")
@@ -314,4 +321,5 @@ def fit(run: Run) -> None:
                 f"epoch {epoch + 1}/{run.total_epochs}  loss {loss:.4f}  {run.task.metrics_line(val)}  {ips:.0f} img/s"
                 f"  {format_time(time.time() - t_epoch)}  ETA {format_time(eta(run))}"
             )
-            stop_if_asked(run, saved=True)  # (asked during the validation: the epoch is saved above)
+            if epoch + 1 < run.total_epochs:  # (asked during the last validation: the run is complete, let it end)
+                stop_if_asked(run, saved=True)  # (asked during the validation: the epoch is saved above)
