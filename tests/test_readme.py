@@ -60,3 +60,32 @@ def test_readme_says_how_to_set_up_and_every_table_model_is_registered():
     for row in readme_table():
         assert timm.is_model(row["timm name"].split(" ")[0]), row
     assert "litv2_nano" in [row["timm name"] for row in readme_table()]
+
+
+def test_every_litvit_command_in_a_code_block_parses():
+    """A command copied from the README or a docs page is accepted: no renamed option or sub-command left behind."""
+    import contextlib
+    import io
+    import re
+    import shlex
+
+    from litvit.cli import build_parser
+
+    checked = 0
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```[a-z]*\n(.*?)```", page.read_text(), re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                line = re.sub(r"^(\w+=\S+\s+)+", "", line.strip().removeprefix("$ "))  # env assignments
+                if not line.startswith("litvit "):
+                    continue
+                argv = shlex.split(line, comments=True)[1:]
+                for shell in ("|", ">", "&&", ";", "2>&1", "&"):
+                    argv = argv[: argv.index(shell)] if shell in argv else argv
+                stderr = io.StringIO()
+                try:
+                    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                        build_parser().parse_args(argv)
+                except SystemExit as exc:
+                    assert not exc.code, f"{page.name}: `{line}` -> {stderr.getvalue().strip()}"
+                checked += 1
+    assert checked >= 40, checked
