@@ -296,3 +296,21 @@ def test_load_pretrained_accepts_a_model_class_directly(tmp_path):
     other = LITv2(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), num_classes=10)
     other.load_pretrained(str(path))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+def test_integer_weights_are_refused_and_half_precision_ones_load(tmp_path):
+    """torch's load_state_dict casts whatever it is given: integer weights would load as wrong weights, silently."""
+    model = LITv2(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), num_classes=10)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd["head.weight"] = (sd["head.weight"] * 100).to(torch.int64)
+    path = tmp_path / "int.pth"
+    torch.save(sd, path)
+    other = LITv2(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), num_classes=10)
+    with pytest.raises(CheckpointError, match=r"not floating-point \(1\): head.weight torch.int64.*was saved") as exc:
+        other.load_pretrained(str(path))
+    assert "create that model" not in str(exc.value)  # only the dtype differs: no other-model hint
+    half = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, half)
+    other.load_pretrained(str(half))
+    assert other.head.weight.dtype == torch.float32
+    assert torch.equal(other.head.weight, model.head.weight.half().float())

@@ -30,6 +30,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "atomic_write",
     "check_finite",
+    "load_exactly",
     "mismatch_report",
     "read_checkpoint",
     "read_metadata",
@@ -200,12 +201,21 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
         )
 
 
+NOT_FLOAT = "not floating-point"
+
+
 def mismatch_report(model: nn.Module, sd: StateDict, ignore_missing: Tuple[str, ...] = ()) -> List[str]:
     """Lines naming the missing, unexpected and mis-shaped keys of `sd` against `model` (empty when it fits)."""
     own = model.state_dict()
+    not_tensors = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        return [f"not tensors ({len(not_tensors)}): {_some([f'{k} ({type(sd[k]).__name__})' for k in not_tensors])}"]
     missing = [k for k in own if k not in sd and not k.startswith(ignore_missing)]
     unexpected = [k for k in sd if k not in own]
     shaped = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    # Integer or bool values for float weights would load by casting (torch's copy_) into wrong weights silently;
+    # float precisions (fp16 / bf16 files) cast losslessly enough and stay accepted.
+    kinds = [k for k in sd if k in own and own[k].is_floating_point() and not sd[k].is_floating_point()]
     lines = []
     if missing:
         lines.append(f"missing from the checkpoint ({len(missing)}): {_some(missing)}")
@@ -214,7 +224,19 @@ def mismatch_report(model: nn.Module, sd: StateDict, ignore_missing: Tuple[str, 
     if shaped:
         detail = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shaped]
         lines.append(f"different shapes ({len(shaped)}): {_some(detail, 3)}")
+    if kinds:
+        detail = [f"{k} {sd[k].dtype} vs model {own[k].dtype}" for k in kinds]
+        lines.append(f"{NOT_FLOAT} ({len(kinds)}): {_some(detail, 3)}")
     return lines
+
+
+def load_exactly(model: nn.Module, sd: StateDict, does_not_fit: str, fix: str) -> None:
+    """`model.load_state_dict(sd)`, strictly, or a one-line CheckpointError "<does_not_fit>: <what differs>. <fix>"
+    instead of torch's multi-line RuntimeError (or a silent cast of integer values into float weights)."""
+    problems = mismatch_report(model, sd) if isinstance(sd, Mapping) else ["it is not a state_dict"]
+    if problems:
+        raise CheckpointError(f"{does_not_fit}: {'; '.join(problems)}. {fix}")
+    model.load_state_dict(sd)
 
 
 def writable(path: PathLike) -> bool:

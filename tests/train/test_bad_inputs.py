@@ -118,6 +118,78 @@ def test_a_save_killed_mid_way_leaves_nothing_after_the_next_start(tmp_path, cap
         assert "1 tensor holds NaN or Inf: head.bias" in line, line
 
 
+def test_a_damaged_training_checkpoint_is_one_line_in_eval_predict_and_resume(tmp_path, capsys):
+    """An edited or truncated last.pth was torch's multi-line RuntimeError or a KeyError traceback in eval / predict
+    / resume, and integer weights were cast into wrong ones silently."""
+    out = tmp_path / "run"
+    assert main(["train", *FAST, "--output", str(out)]) == 0
+    capsys.readouterr()
+    image = make_tree(tmp_path / "img", per_class={"val": 1}) / "val" / "cat" / "0.png"
+    good = torch.load(out / "last.pth", weights_only=True)
+
+    def damaged(edit):
+        ck = torch.load(out / "last.pth", weights_only=True)
+        edit(ck)
+        path = tmp_path / "damaged.pth"
+        torch.save(ck, path)
+        return str(path)
+
+    cases = [
+        (
+            lambda ck: ck["model"].__setitem__("head.weight", ck["model"]["head.weight"].long()),
+            "not floating-point (1)",
+        ),
+        (lambda ck: ck["model"].__setitem__("head.weight", ck["model"]["head.weight"][:, :1]), "different shapes (1)"),
+        (lambda ck: ck["model"].pop("head.bias"), "missing from the checkpoint (1): head.bias"),
+        (lambda ck: ck["model"].__setitem__("extra", torch.ones(1)), "not in the model (1): extra"),
+        (lambda ck: ck["model"].__setitem__("head.bias", 1.0), "not tensors (1): head.bias (float)"),
+        (lambda ck: ck.__setitem__("model", 5), "model missing or of the wrong type"),
+        (lambda ck: ck.pop("config"), "config missing or of the wrong type"),
+        (lambda ck: ck["resolved"].pop("num_classes"), "resolved.num_classes missing"),
+    ]
+    for edit, message in cases:
+        path = damaged(edit)
+        for argv in (
+            ["eval", "--checkpoint", path],
+            ["predict", str(image), "--checkpoint", path],
+            ["train", "--resume", path],
+        ):
+            assert main(argv) == 2, (message, argv)
+            line = one_error_line(capsys, f"litvit {argv[0]}")
+            assert message in line, (argv, line)
+    # what only resuming reads: the optimizer and run state
+    for edit, message in [
+        (lambda ck: ck.pop("optimizer"), "optimizer missing or of the wrong type"),
+        (lambda ck: ck["progress"].__setitem__("epochs_done", 1), "progress.epochs_done missing"),
+        (lambda ck: ck["optimizer"]["param_groups"].pop(), "optimizer state does not fit"),
+    ]:
+        argv = ["train", "--resume", damaged(edit)]
+        assert main(argv) == 2, message
+        assert message in one_error_line(capsys, "litvit train")
+        assert main(["eval", "--checkpoint", argv[-1]]) == 0  # evaluating needs none of it
+    assert torch.equal(
+        torch.load(out / "last.pth", weights_only=True)["model"]["head.weight"], good["model"]["head.weight"]
+    )
+
+
+def test_resume_applies_changed_optimizer_settings_and_refuses_another_optimizer(tmp_path, capsys):
+    """torch's Optimizer.load_state_dict puts the saved weight decay, betas and eps back: a changed --weight-decay on
+    resume was silently ignored. Another --opt would mix two optimizers' states."""
+    out = tmp_path / "run"
+    assert main(["train", *FAST, "--output", str(out)]) == 0
+    before = torch.load(out / "last.pth", weights_only=True)["optimizer"]["param_groups"]
+    assert {g["weight_decay"] for g in before} == {0.0, 0.05} and before[0]["betas"] == (0.9, 0.999)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--opt", "sgd"]) == 2
+    assert "trains with --opt adamw" in one_error_line(capsys, "litvit train")
+    argv = ["train", "--resume", str(out), "--epochs", "2", "--weight-decay", "0.1", "--opt-betas", "0.8", "0.99"]
+    assert main(argv) == 0
+    assert "optimizer settings changed from the checkpoint's: betas, weight_decay" in capsys.readouterr().err
+    after = torch.load(out / "last.pth", weights_only=True)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in after] == [0.1 if g["weight_decay"] else 0.0 for g in before]
+    assert all(g["betas"] == (0.8, 0.99) for g in after)
+
+
 def test_eval_of_a_run_works_from_another_folder(tmp_path, capsys):
     work = tmp_path / "work"
     make_tree(work / "data")

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Tuple, Union
 import torch
 from torch import nn
 
-from ..checkpoint import PathLike, StateDict, check_finite, mismatch_report, read_checkpoint, unwrap_state_dict
+from ..checkpoint import PathLike, StateDict, check_finite, load_exactly, read_checkpoint, unwrap_state_dict
 from ..errors import CheckpointError
 
 __all__ = ["from_official", "infer_num_classes", "is_official", "load_dense_checkpoint"]
@@ -123,11 +123,9 @@ def load_dense_checkpoint(model: nn.Module, checkpoint: Union[PathLike, Dict[str
     if is_official(sd):
         sd = from_official(sd, arch)
     check_finite(sd, source)
-    problems = mismatch_report(model, sd)
-    if problems:
-        raise CheckpointError(
-            f"{source} does not fit {arch} with this backbone and class count: "
-            + "; ".join(problems)
-            + " (name the model the file was trained as, e.g. mask_rcnn_litv2_s, and leave num_classes unset)"
-        )
-    model.load_state_dict(sd)
+    load_exactly(
+        model,
+        sd,
+        f"{source} does not fit {arch} with this backbone and class count",
+        "Name the model the file was trained as (e.g. mask_rcnn_litv2_s) and leave num_classes unset",
+    )

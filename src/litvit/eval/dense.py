@@ -12,11 +12,12 @@ import time
 from typing import Any, Dict, Optional
 
 from .. import runtime as rt
+from ..checkpoint import load_exactly
 from ..data.build import default_workers, eval_loader
 from ..data.loader import list_collate
 from ..errors import CheckpointError, ConfigError
 from ..tasks import get_task
-from ..train.checkpoint import is_train_checkpoint
+from ..train.checkpoint import DAMAGED, is_train_checkpoint
 from ..train.config import TrainConfig, task_name
 from .results import write_json
 
@@ -80,7 +81,8 @@ def run_dense_eval(args: Any, dist: rt.DistInfo, task: str, raw: Optional[Dict[s
         if key not in raw:
             raise CheckpointError(f"{args.checkpoint!r} has no EMA weights (the run had no --model-ema): drop --ema")
         model = build_dense_model(values, len(classes), load_pretrained=False, **extra)
-        model.load_state_dict(raw[key])
+        does_not_fit = f"{args.checkpoint!r} ({key}) does not fit the {cfg.model} it says it holds"
+        load_exactly(model, raw[key], does_not_fit, DAMAGED)
     else:
         num_classes = len(dataset.coco.classes) if task == "detection" else dataset.num_classes  # type: ignore
         model = build_dense_model(values, num_classes, load_pretrained=False, checkpoint=args.checkpoint, **extra)

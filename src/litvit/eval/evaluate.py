@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from .. import runtime as rt
-from ..checkpoint import read_metadata, unwrap_state_dict, writable
+from ..checkpoint import load_exactly, read_metadata, unwrap_state_dict, writable
 from ..data.build import default_workers, eval_loader, val_dataset
 from ..data.transforms import data_config, eval_transform
 from ..errors import CheckpointError, ConfigError, DataError, refused_settings
 from ..models import identify
 from ..options import check_img_size
 from ..tasks.classification import check_input_size, check_model_name, evaluate
-from ..train.checkpoint import is_train_checkpoint, model_of, read_any
+from ..train.checkpoint import DAMAGED, is_train_checkpoint, model_of, read_any
 from .results import write_json
 
 __all__ = ["evaluate", "load_eval_model", "model_data_config", "run_eval"]
@@ -86,7 +86,8 @@ def load_eval_model(
         _, build = model_of(raw)
         with refused_settings(trained):
             model = timm.create_model(trained, **{**build, **kwargs})
-        model.load_state_dict(raw[key])
+        does_not_fit = f"{checkpoint!r} ({key}) does not fit the {trained} it says it holds"
+        load_exactly(model, raw[key], does_not_fit, DAMAGED)
         return model, {"classes": raw.get("classes"), "config": config, "model_name": trained}
     if ema:
         raise CheckpointError(

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import (
+    NOT_FLOAT,
     PathLike,
     StateDict,
     check_finite,
@@ -59,7 +60,9 @@ def load_into(
         found = identify(unwrap_state_dict(raw))
         saved_as = read_metadata(checkpoint).get("litvit_model") if is_file else None
         hint = ""
-        if found is not None:
+        if all(p.startswith(NOT_FLOAT) for p in problems):
+            hint = " Loading would cast them into wrong weights: use the file as it was saved (float32, fp16 or bf16)."
+        elif found is not None:
             hint = f" The checkpoint is {describe(*found)}: create that model instead."
         elif saved_as:
             hint = f" The file says it holds {saved_as}."

@@ -9,7 +9,7 @@ the previous checkpoint whole.
 
 import errno
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -170,6 +170,10 @@ def find_resume_checkpoint(resume: str, output: Optional[str] = None) -> Path:
     return runs[-1]
 
 
+# The fix named when a training checkpoint's weights do not fit the model its own config describes.
+DAMAGED = "The file was edited or is damaged: use another checkpoint of the run (best.pth, last.pth)"
+
+
 def is_train_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
@@ -185,9 +189,29 @@ def model_of(ck: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     return config["model"], kwargs
 
 
-def validate(ck: Any, path: Any) -> Dict[str, Any]:
-    """A readable litvit training checkpoint (format, version, finite weights), or a CheckpointError that says what
-    the file is instead."""
+def _layout_problems(ck: Dict[str, Any], resuming: bool) -> List[str]:
+    """What a training checkpoint lacks (or holds as the wrong type) of what evaluating it, or resuming it, reads."""
+    needed: Dict[str, type] = {"model": dict, "config": dict, "resolved": dict}
+    if resuming:
+        needed.update(optimizer=dict, scheduler=dict, progress=dict, rng=list)
+    wrong = [key for key, kind in needed.items() if not isinstance(ck.get(key), kind)]
+    wrong += [k for k in ("model_ema", "scaler") if ck.get(k) is not None and not isinstance(ck[k], dict)]
+    if isinstance(ck.get("config"), dict) and not isinstance(ck["config"].get("model"), str):
+        wrong.append("config.model")
+    if isinstance(ck.get("resolved"), dict) and not isinstance(ck["resolved"].get("num_classes"), int):
+        wrong.append("resolved.num_classes")
+    classes = ck.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        wrong.append("classes")
+    if resuming and isinstance(ck.get("progress"), dict):
+        known = {f.name for f in fields(Progress)}
+        wrong += [f"progress.{k}" for k in ck["progress"] if k not in known]
+    return wrong
+
+
+def validate(ck: Any, path: Any, resuming: bool = False) -> Dict[str, Any]:
+    """A readable litvit training checkpoint (format, version, layout, finite weights), or a CheckpointError that says
+    what the file is instead. `resuming`: the optimizer and run state must be there too."""
     if not is_train_checkpoint(ck):
         raise CheckpointError(
             f"{str(path)!r} is not a litvit training checkpoint (no optimizer / run state to resume): to start a "
@@ -195,6 +219,9 @@ def validate(ck: Any, path: Any) -> Dict[str, Any]:
         )
     if ck.get("version", 0) > VERSION:
         raise CheckpointError(f"{str(path)!r} was written by a newer litvit (format {ck['version']}): upgrade litvit")
+    wrong = _layout_problems(ck, resuming)
+    if wrong:
+        raise CheckpointError(f"{str(path)!r}: {', '.join(wrong)} missing or of the wrong type. {DAMAGED}")
     for key in ("model", "model_ema"):
         if key in ck:
             check_finite(ck[key], f"{path} ({key})")
@@ -203,7 +230,7 @@ def validate(ck: Any, path: Any) -> Dict[str, Any]:
 
 def load_train_checkpoint(path: Path) -> Dict[str, Any]:
     """Read and validate a litvit training checkpoint."""
-    return validate(read_checkpoint(path), path)
+    return validate(read_checkpoint(path), path, resuming=True)
 
 
 def read_any(path: Path) -> Dict[str, Any]:

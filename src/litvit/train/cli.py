@@ -74,6 +74,11 @@ def run_cli(args: argparse.Namespace) -> int:
             f"{resume_path} is a {base['model']} run, not {overrides['model']}: drop --model to resume it, "
             "or start a new run (without --resume) for the other model"
         )
+    if "opt" in overrides and overrides["opt"].lower() != str(base.get("opt", "adamw")).lower():
+        raise CheckpointError(
+            f"{resume_path} trains with --opt {base.get('opt', 'adamw')}, whose state it holds: drop --opt to resume "
+            f"it, or start a new run from its weights (--pretrained {resume_path} --opt {overrides['opt']})"
+        )
     if "task" in overrides and task_name(overrides["task"]) != task_name(base.get("task", "classification")):
         raise CheckpointError(
             f"{resume_path} is a {task_name(base.get('task', 'classification'))} run: drop --task to resume it, "

@@ -11,7 +11,7 @@ import torch
 from .. import runtime as rt
 from ..data.build import default_workers, eval_loader, train_loader
 from ..data.folder import BadImage
-from ..errors import CheckpointError, ConfigError, DataError, LitvitError
+from ..errors import CheckpointError, ConfigError, DataError, LitvitError, one_line
 from ..tasks import Task, get_task, unreadable_validation
 from .build import build_ema, build_optimizer, build_scaler, build_scheduler, check_library_names, wrap_model
 from .checkpoint import progress_of, set_rng_state
@@ -126,28 +126,52 @@ def _same(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
     if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+        numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
+        return numbers and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
     return a == b
+
+
+# Optimizer group entries the schedule sets (kept as saved on resume); every other entry is a setting.
+_SCHEDULED = ("params", "lr", "initial_lr")
+
+
+def _keep_configured(optimizer: torch.optim.Optimizer, configured: List[Dict[str, Any]]) -> List[str]:
+    """Put the run's settings (weight decay, betas, eps, momentum, ...) back into the groups `load_state_dict` replaced
+    with the checkpoint's, which would silently ignore a changed --weight-decay on resume; the names that changed."""
+    changed = []
+    for group, settings in zip(optimizer.param_groups, configured):
+        for key, value in settings.items():
+            if key not in group or not _same(group[key], value):
+                changed.append(key)
+                group[key] = value
+    return sorted(set(changed))
 
 
 def restore(run: Run, ck: Dict[str, Any]) -> None:
     """Continue from a training checkpoint: weights, EMA, optimizer, schedule, scaler, position, random states."""
-    from ..checkpoint import mismatch_report
+    from ..checkpoint import load_exactly
 
-    problems = mismatch_report(run.model, ck["model"])
-    if problems:
-        raise CheckpointError(
-            f"the checkpoint does not fit {run.cfg.model} as configured now: {'; '.join(problems)}. Resume with the "
-            "run's own settings"
-        )
-    run.model.load_state_dict(ck["model"])
+    does_not_fit = f"the checkpoint does not fit {run.cfg.model} as configured now"
+    fix = "Resume with the run's own settings (if you kept them, the file is damaged: resume from another checkpoint)"
+    load_exactly(run.model, ck["model"], does_not_fit, fix)
     if run.ema is not None:
         if "model_ema" in ck:
-            run.ema.module.load_state_dict(ck["model_ema"])
+            load_exactly(run.ema.module, ck["model_ema"], does_not_fit + " (EMA)", "The file is damaged: use another")
         else:
             run.console.warn("the checkpoint has no EMA weights: the EMA starts from the current weights")
-    run.optimizer.load_state_dict(ck["optimizer"])
+    configured = [{k: v for k, v in group.items() if k not in _SCHEDULED} for group in run.optimizer.param_groups]
+    try:
+        run.optimizer.load_state_dict(ck["optimizer"])
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+        raise CheckpointError(
+            f"the checkpoint's optimizer state does not fit the optimizer configured now ({one_line(e)}). {fix}"
+        ) from None
+    changed = _keep_configured(run.optimizer, configured)
+    if changed:
+        run.console.warn(f"optimizer settings changed from the checkpoint's: {', '.join(changed)} (the new ones apply)")
     if _same(run.scheduler.state_dict(), ck["scheduler"]):
         run.scheduler.load_state_dict(ck["scheduler"])
     else:  # e.g. --epochs raised to extend a run: the schedule follows the new settings
