@@ -56,6 +56,12 @@ def test_train_then_eval_reads_the_checkpoint(tmp_path, capsys, scenes, task, mo
         argv += ["--data", str(scenes / data), "--img-size", "64", *flags, "--model-kwargs", *NANO]
         assert main(argv) == 0, capsys.readouterr().err
         assert f"{label} {metrics['val_' + score]:.1f}" in capsys.readouterr().out
+        damaged = torch.load(run / "last.pth", weights_only=True)  # a hand-edited run checkpoint: one line
+        damaged["model"].pop(next(iter(damaged["model"])))
+        torch.save(damaged, tmp_path / "damaged.pth")
+        _one_line_exit_2(
+            capsys, ["eval", "--checkpoint", str(tmp_path / "damaged.pth")], "missing from the checkpoint (1)"
+        )
 
 
 def test_default_configs_are_the_dense_ones(tmp_path):
