@@ -12,11 +12,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import timm
 import torch
 
-from .checkpoint import PathLike, atomic_write, read_checkpoint, unwrap_state_dict
+from .checkpoint import PathLike, atomic_write, unwrap_state_dict
 from .dense import create_dense_model, list_dense_models
 from .errors import CheckpointError, CheckpointSaveError, ConfigError
 from .models import create_backbone, identify
-from .train.checkpoint import is_train_checkpoint, model_of
+from .train.checkpoint import is_train_checkpoint, model_of, read_any
 
 
 def convert_checkpoint(
@@ -71,7 +71,7 @@ def _name_and_kwargs(
 ) -> Tuple[str, Dict[str, Any], Optional[List[str]]]:
     """The model to build (as named, a litvit run's own, or the released variant recognised from the weights), and
     the class names where the file has them (a litvit run)."""
-    raw = read_checkpoint(src)
+    raw = read_any(Path(src))  # a litvit run checkpoint comes back validated
     classes = raw.get("classes") if is_train_checkpoint(raw) else None
     if model_name is not None:
         return model_name, dict(model_kwargs), classes

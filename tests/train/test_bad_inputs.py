@@ -157,6 +157,8 @@ def test_a_damaged_training_checkpoint_is_one_line_in_eval_predict_and_resume(tm
             assert main(argv) == 2, (message, argv)
             line = one_error_line(capsys, f"litvit {argv[0]}")
             assert message in line, (argv, line)
+        assert main(["convert", path, str(tmp_path / "weights.safetensors")]) == 2, message  # its own wording
+        one_error_line(capsys, "litvit convert")
     # what only resuming reads: the optimizer and run state
     for edit, message in [
         (lambda ck: ck.pop("optimizer"), "optimizer missing or of the wrong type"),

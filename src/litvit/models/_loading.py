@@ -66,6 +66,8 @@ def load_into(
             hint = f" The checkpoint is {describe(*found)}: create that model instead."
         elif saved_as:
             hint = f" The file says it holds {saved_as}."
+        else:
+            hint = " Create the model the file was saved from (its variant, options and class count)."
         target = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
         if hasattr(model, "alpha"):
             target += f" (alpha={model.alpha})"
