@@ -40,6 +40,9 @@ def test_classes_from_file_or_count(tmp_path):
     plain = make_ade(tmp_path / "b")
     assert len(scan_ade(str(plain), "training").classes) == 150  # ADE20K's
     assert scan_ade(str(plain), "training", num_classes=4).classes == ["0", "1", "2", "3"]
+    twice = make_ade(tmp_path / "c", classes=["sky", "tree", "road", "tree"])
+    with pytest.raises(DataError, match=r"names 'tree' more than once \(lines 2, 4 "):
+        scan_ade(str(twice), "training")
 
 
 @pytest.mark.parametrize("kind", ["missing", "mis-sized"])

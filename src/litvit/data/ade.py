@@ -53,6 +53,13 @@ def _classes(root: Path, num_classes: Optional[int]) -> List[str]:
             )
         if len(names) < 2:
             raise DataError(f"{str(path)!r} names {len(names)} class(es): a segmenter needs two or more")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # label k's name is line k: a repeated line usually means one is missing or shifted
+            lines = [i + 1 for i, n in enumerate(names) if n == twice[0]]
+            raise DataError(
+                f"{str(path)!r} names {twice[0]!r} more than once (lines {', '.join(map(str, lines))} of its non-empty "
+                "lines): give each class label its own name"
+            )
         return names
     return [str(i) for i in range(num_classes or ADE_CLASSES)]
 
