@@ -72,3 +72,14 @@ def test_corrupt_or_missing_exif_leaves_the_pixels():
     buf.seek(0)
     with Image.open(buf) as im:
         assert upright(im).size == (72, 40)
+
+
+def test_a_large_image_loads_without_pils_warning_and_a_huge_one_is_refused(tmp_path, monkeypatch, recwarn):
+    """PIL warns from MAX_IMAGE_PIXELS (89 MP: a panorama) and refuses beyond twice that; scaled down here."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    Image.new("RGB", (12, 12), (9, 8, 7)).save(tmp_path / "large.png")  # 144 px: PIL's warning zone
+    Image.new("RGB", (16, 16)).save(tmp_path / "huge.png")  # 256 px: over twice the limit
+    assert load_rgb(str(tmp_path / "large.png")).getpixel((0, 0)) == (9, 8, 7)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    with pytest.raises(Image.DecompressionBombError):  # the datasets' bad-image handling names it
+        load_rgb(str(tmp_path / "huge.png"))

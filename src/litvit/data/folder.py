@@ -117,7 +117,9 @@ def load_rgb(path: str, exif_orientation: bool = False) -> Image.Image:
     photo viewer shows it (`litvit predict`, `viz`, `demo`); training and evaluation read the pixels as stored, as
     timm's and the official loaders do."""
     with open(path, "rb") as f:
-        img = Image.open(f)
+        with warnings.catch_warnings():  # 89-179 MP (a panorama) reads fine; PIL's two-line "DOS attack?" note is noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(f)
         if exif_orientation:
             img = upright(img)
         if img.mode == "P" and "transparency" in img.info:
