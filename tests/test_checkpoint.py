@@ -314,3 +314,16 @@ def test_integer_weights_are_refused_and_half_precision_ones_load(tmp_path):
     other.load_pretrained(str(half))
     assert other.head.weight.dtype == torch.float32
     assert torch.equal(other.head.weight, model.head.weight.half().float())
+
+
+def test_a_file_of_another_model_says_what_it_holds(tmp_path):
+    """A litvit training checkpoint names its model; a file nothing identifies gets the general fix."""
+    small = LITv2(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), num_classes=10)
+    other = LITv2(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), num_classes=10)
+    run_file, plain = tmp_path / "last.pth", tmp_path / "plain.pth"
+    torch.save({"format": "litvit-train", "model_name": "litv2_nano", "model": small.state_dict()}, run_file)
+    torch.save(small.state_dict(), plain)
+    with pytest.raises(CheckpointError, match=r"different shapes.*The file says it holds litv2_nano\.$"):
+        other.load_pretrained(str(run_file))
+    with pytest.raises(CheckpointError, match=r"Create the model the file was saved from"):
+        other.load_pretrained(str(plain))

@@ -59,6 +59,8 @@ def load_into(
     if problems:
         found = identify(unwrap_state_dict(raw))
         saved_as = read_metadata(checkpoint).get("litvit_model") if is_file else None
+        if not saved_as and isinstance(raw, dict) and isinstance(raw.get("model_name"), str):
+            saved_as = raw["model_name"]  # a litvit training checkpoint
         hint = ""
         if all(p.startswith(NOT_FLOAT) for p in problems):
             hint = " Loading would cast them into wrong weights: use the file as it was saved (float32, fp16 or bf16)."

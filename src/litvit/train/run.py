@@ -134,12 +134,13 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-# Optimizer group entries the schedule sets (kept as saved on resume); every other entry is a setting.
-_SCHEDULED = ("params", "lr", "initial_lr")
+# The optimizer group entries set by flags (--weight-decay, --opt-betas, --opt-eps, --momentum). Others are kept as
+# saved on resume: the lr the schedule sets, and counters some optimizers keep there (timm's Lookahead).
+_SETTINGS = ("weight_decay", "betas", "eps", "momentum")
 
 
 def _keep_configured(optimizer: torch.optim.Optimizer, configured: List[Dict[str, Any]]) -> List[str]:
-    """Put the run's settings (weight decay, betas, eps, momentum, ...) back into the groups `load_state_dict` replaced
+    """Put the run's settings (weight decay, betas, eps, momentum) back into the groups `load_state_dict` replaced
     with the checkpoint's, which would silently ignore a changed --weight-decay on resume; the names that changed."""
     changed = []
     for group, settings in zip(optimizer.param_groups, configured):
@@ -162,7 +163,7 @@ def restore(run: Run, ck: Dict[str, Any]) -> None:
             load_exactly(run.ema.module, ck["model_ema"], does_not_fit + " (EMA)", "The file is damaged: use another")
         else:
             run.console.warn("the checkpoint has no EMA weights: the EMA starts from the current weights")
-    configured = [{k: v for k, v in group.items() if k not in _SCHEDULED} for group in run.optimizer.param_groups]
+    configured = [{k: v for k, v in group.items() if k in _SETTINGS} for group in run.optimizer.param_groups]
     try:
         run.optimizer.load_state_dict(ck["optimizer"])
     except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
