@@ -8,7 +8,7 @@ OSError, ...), so `except ValueError` in user code goes on working.
 """
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 __all__ = [
     "BadImageError",
@@ -23,8 +23,11 @@ __all__ = [
     "LitvitError",
     "NonFiniteLossError",
     "RunInterrupted",
+    "WorkerDied",
+    "loader_worker_death",
     "one_line",
     "refused_settings",
+    "worker_died",
     "report",
 ]
 
@@ -90,6 +93,28 @@ class RunInterrupted(LitvitError):
     """Ctrl-C stopped a training run at the end of an optimizer step, with that step saved."""
 
     exit_code = 130  # a shell's status for a process stopped by SIGINT
+
+
+class WorkerDied(LitvitError, RuntimeError):
+    """A data-loading worker process died (most often killed by the out-of-memory killer); met by one rank."""
+
+    exit_code = 1
+    same_on_all_ranks = False
+
+
+def loader_worker_death(e: BaseException) -> Optional[str]:
+    """What torch's DataLoader said when one of its worker processes died ("DataLoader worker (pid 123) is killed by
+    signal: Killed."), raised in the main process by the next batch or by its SIGCHLD handler at any moment; None for
+    any other error."""
+    text = str(e).strip()
+    if not isinstance(e, RuntimeError) or not text.startswith("DataLoader worker (pid"):
+        return None
+    return text.splitlines()[0].rstrip(". ")
+
+
+def worker_died(detail: str, fix: str) -> WorkerDied:
+    """The one line for a dead loader worker (`detail`: `loader_worker_death`'s) and what to do (`fix`)."""
+    return WorkerDied(f"a data-loading worker died ({detail}; most often the out-of-memory killer): {fix}")
 
 
 def one_line(e: BaseException) -> str:

@@ -138,3 +138,52 @@ def test_ctrl_c_during_the_last_validation_lets_the_run_finish(tmp_path, monkeyp
     assert main([*args, "--output", str(tmp_path / "early"), "--epochs", "2"]) == 130
     assert "stopped at end of epoch 1" in capsys.readouterr().err
     assert not (tmp_path / "early" / "summary.json").exists() and (tmp_path / "early" / "last.pth").is_file()
+
+
+def _die_at_read(monkeypatch, counter, split, at):
+    """Loader workers (forked: they inherit the patch) kill themselves with SIGKILL, as the out-of-memory killer
+    does, at their `at`-th read of a `split` image (counted in a file: workers come and go)."""
+    import os
+    import signal
+
+    from litvit.data import folder
+
+    real, parent = getattr(folder.load_rgb, "__wrapped__", folder.load_rgb), os.getpid()  # one trap at a time
+    counter.write_text("0")
+
+    def load_rgb(path, *args, **kwargs):
+        if os.getpid() != parent and f"/{split}/" in str(path):
+            n = int(counter.read_text()) + 1
+            counter.write_text(str(n))
+            if n == at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, *args, **kwargs)
+
+    load_rgb.__wrapped__ = real
+    monkeypatch.setattr(folder, "load_rgb", load_rgb)
+
+
+def test_a_loader_worker_killed_mid_run_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, capsys):
+    """torch's "DataLoader worker (pid N) is killed by signal: Killed" (the OOM killer) was a traceback, raised by
+    its SIGCHLD handler wherever the main process was (in a checkpoint's fsync once)."""
+    from litvit.cli import main
+
+    data = make_tree(tmp_path / "data")  # 24 training images an epoch
+    fast = ["--threads", "1", "--warmup-epochs", "0", "--batch-size", "4", "--workers", "1", "--no-progress"]
+    run = tmp_path / "run"
+    _die_at_read(monkeypatch, tmp_path / "reads", "train", at=24 + 10)  # in epoch 2
+    assert main(["train", "--data", str(data), "--epochs", "3", *fast, "--output", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "litvit train: a data-loading worker died (DataLoader worker (pid" in err[0], err
+    assert f"`litvit train --resume {run} --workers N` (last.pth: end of epoch 1, optimizer step 6)" in err[0]
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
+    _die_at_read(monkeypatch, tmp_path / "reads", "val", at=2)  # in epoch 2's validation: the epoch is kept
+    assert main(["train", "--resume", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "epoch 2 trained but could not be validated" in err and "last.pth: epoch 2, step 6" in err, err
+    assert main(["train", "--resume", str(run), "--workers", "0"]) == 0
+    assert "epoch 3/3" in capsys.readouterr().out
+    _die_at_read(monkeypatch, tmp_path / "reads", "val", at=3)
+    assert main(["eval", "--checkpoint", str(run / "last.pth"), "--workers", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("run again with fewer --workers (or a smaller --batch-size)"), err

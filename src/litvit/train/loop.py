@@ -16,7 +16,7 @@ import torch
 from timm.utils import dispatch_clip_grad
 
 from .. import runtime as rt
-from ..errors import CheckpointSaveError, LitvitError, NonFiniteLossError, RunInterrupted
+from ..errors import CheckpointSaveError, LitvitError, NonFiniteLossError, RunInterrupted, loader_worker_death
 from .checkpoint import atomic_save, make_checkpoint, rng_state, set_rng_state
 from .log import format_time, progress_bar
 from .state import Run
@@ -269,13 +269,17 @@ def validate_keeping_the_epoch(run: Run, epoch: int) -> Dict[str, Any]:
     before_validation = rng_state()
     try:
         return validate(run)
-    except LitvitError:
+    except (LitvitError, RuntimeError) as e:
+        dead_worker = not isinstance(e, LitvitError) and loader_worker_death(e) is not None
+        if not isinstance(e, LitvitError) and not dead_worker:
+            raise
         if run.dist.world_size == 1:
             set_rng_state(before_validation)
             save(run)
             run.console.warn(
                 f"epoch {epoch + 1} trained but could not be validated; it is saved in "
-                f"{run.folder.path / 'last.pth'}: fix the validation data, then --resume"
+                f"{run.folder.path / 'last.pth'}: fix {'the loader' if dead_worker else 'the validation data'}, "
+                "then --resume"
             )
         raise
 

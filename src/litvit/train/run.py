@@ -11,7 +11,7 @@ import torch
 from .. import runtime as rt
 from ..data.build import default_workers, eval_loader, train_loader
 from ..data.folder import BadImage
-from ..errors import CheckpointError, ConfigError, DataError, LitvitError, one_line
+from ..errors import CheckpointError, ConfigError, DataError, LitvitError, loader_worker_death, one_line, worker_died
 from ..tasks import Task, get_task, unreadable_validation
 from .build import build_ema, build_optimizer, build_scaler, build_scheduler, check_library_names, wrap_model
 from .checkpoint import progress_of, set_rng_state
@@ -325,7 +325,16 @@ def run_training(
         if error is not None:
             raise error
         announce(run, resume_path)
-        fit(run)
+        try:
+            fit(run)
+        except RuntimeError as e:
+            detail = loader_worker_death(e)
+            if detail is None:
+                raise
+            if not run.saved_desc:
+                raise worker_died(detail, "run again with fewer --workers (or a smaller --batch-size)") from None
+            fix = f"continue with fewer: `litvit train --resume {folder.path} --workers N` (last.pth: {run.saved_desc})"
+            raise worker_died(detail, fix) from None
         return finish(run)
     finally:  # leave the process as it was (runs can be started from Python, e.g. by tests)
         if dist.is_main:
