@@ -8,7 +8,7 @@ import sys
 from typing import Any, Callable, List, Optional
 
 from .allocator import keep_freed_memory
-from .errors import LitvitError, loader_worker_death, report, worker_died
+from .errors import LitvitError, OutOfResources, out_of_resources, report
 
 
 def run_command(prog: str, func: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
@@ -19,11 +19,11 @@ def run_command(prog: str, func: Callable[[argparse.Namespace], Any], args: argp
         return int(func(args) or 0)
     except LitvitError as e:
         return report(prog, e, rank)
-    except RuntimeError as e:  # torch's DataLoader: a worker process died (the OOM killer), at any moment
-        detail = loader_worker_death(e)
-        if detail is None:
+    except RuntimeError as e:  # out of memory: a loader worker killed, an allocation refused
+        ran_out = out_of_resources(e)
+        if ran_out is None:
             raise
-        return report(prog, worker_died(detail, "run again with fewer --workers (or a smaller --batch-size)"), rank)
+        return report(prog, OutOfResources(f"{ran_out[0]}: run again with {ran_out[1]}"), rank)
     except KeyboardInterrupt:
         if rank == 0:
             hint = getattr(args, "interrupt_hint", "")

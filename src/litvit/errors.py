@@ -7,8 +7,9 @@ missing file): then only rank 0 prints it. Each error also keeps the builtin bas
 OSError, ...), so `except ValueError` in user code goes on working.
 """
 
+import re
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 __all__ = [
     "BadImageError",
@@ -22,12 +23,11 @@ __all__ = [
     "ExportError",
     "LitvitError",
     "NonFiniteLossError",
+    "OutOfResources",
     "RunInterrupted",
-    "WorkerDied",
-    "loader_worker_death",
     "one_line",
+    "out_of_resources",
     "refused_settings",
-    "worker_died",
     "report",
 ]
 
@@ -95,26 +95,31 @@ class RunInterrupted(LitvitError):
     exit_code = 130  # a shell's status for a process stopped by SIGINT
 
 
-class WorkerDied(LitvitError, RuntimeError):
-    """A data-loading worker process died (most often killed by the out-of-memory killer); met by one rank."""
+class OutOfResources(LitvitError, RuntimeError):
+    """The machine ran out of memory: a data-loading worker was killed (the out-of-memory killer) or an allocation
+    was refused (CPU or GPU). Met by one rank; the message names the settings to lower."""
 
     exit_code = 1
     same_on_all_ranks = False
 
 
-def loader_worker_death(e: BaseException) -> Optional[str]:
-    """What torch's DataLoader said when one of its worker processes died ("DataLoader worker (pid 123) is killed by
-    signal: Killed."), raised in the main process by the next batch or by its SIGCHLD handler at any moment; None for
-    any other error."""
-    text = str(e).strip()
-    if not isinstance(e, RuntimeError) or not text.startswith("DataLoader worker (pid"):
+def out_of_resources(e: BaseException) -> Optional[Tuple[str, str]]:
+    """(what happened, the settings to lower) for torch's errors that mean the machine ran out of memory rather than
+    a bug: "DataLoader worker (pid 123) is killed by signal: Killed." (raised by the next batch, or by the loader's
+    SIGCHLD handler wherever the main process is), "DefaultCPUAllocator: can't allocate memory", a CUDA
+    OutOfMemoryError. None for any other error. No torch import: the CLI's error path stays light."""
+    if not isinstance(e, RuntimeError) or isinstance(e, LitvitError):
         return None
-    return text.splitlines()[0].rstrip(". ")
-
-
-def worker_died(detail: str, fix: str) -> WorkerDied:
-    """The one line for a dead loader worker (`detail`: `loader_worker_death`'s) and what to do (`fix`)."""
-    return WorkerDied(f"a data-loading worker died ({detail}; most often the out-of-memory killer): {fix}")
+    text = str(e).strip()
+    if text.startswith("DataLoader worker (pid"):
+        detail = text.splitlines()[0].rstrip(". ")
+        return f"a data-loading worker died ({detail}; most often the out-of-memory killer)", "fewer --workers"
+    gpu = type(e).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+    if gpu or "DefaultCPUAllocator: can't allocate memory" in text:
+        size = re.search(r"(?:tried|trying) to allocate (\d+ bytes|\d+(?:\.\d+)? ?[KMGT]?i?B)", text, re.IGNORECASE)
+        tried = f": it tried to allocate {size.group(1)}" if size else ""
+        return f"out of {'GPU ' if gpu else ''}memory{tried}", "a smaller --batch-size (or --img-size)"
+    return None
 
 
 def one_line(e: BaseException) -> str:

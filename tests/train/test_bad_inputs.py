@@ -251,6 +251,45 @@ def test_errors_carry_their_exit_status_and_rank_behaviour():
     assert not BadImageError.same_on_all_ranks and ConfigError.same_on_all_ranks
 
 
+def test_running_out_of_memory_is_one_line_naming_what_to_lower(tmp_path, capsys, monkeypatch):
+    """torch's allocation failures (CPU and GPU) and dead loader workers are the machine running out, not bugs:
+    one line, exit status 1, the setting to lower; any other RuntimeError stays a traceback."""
+    from litvit.errors import OutOfResources, out_of_resources
+
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+        "allocate 40000000000 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    gpu = torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79 GiB"
+    )
+    assert out_of_resources(cpu) == (
+        "out of memory: it tried to allocate 40000000000 bytes",
+        "a smaller --batch-size (or --img-size)",
+    )
+    assert out_of_resources(gpu)[0] == "out of GPU memory: it tried to allocate 20.00 GiB"
+    assert out_of_resources(RuntimeError("shape mismatch")) is None and out_of_resources(ValueError("x")) is None
+    assert OutOfResources.exit_code == 1 and not OutOfResources.same_on_all_ranks
+
+    out = tmp_path / "run"
+    assert main(["train", *FAST, "--output", str(out)]) == 0
+    capsys.readouterr()
+    from litvit.eval import evaluate as classification  # where `litvit eval` calls the task's evaluate
+
+    def allocate(*args, **kwargs):
+        raise cpu
+
+    monkeypatch.setattr(classification, "evaluate", allocate)
+    assert main(["eval", "--checkpoint", str(out / "last.pth")]) == 1
+    line = one_error_line(capsys, "litvit eval")
+    assert line.endswith(
+        "out of memory: it tried to allocate 40000000000 bytes: run again with a smaller --batch-size (or --img-size)"
+    )
+    monkeypatch.setattr(classification, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["eval", "--checkpoint", str(out / "last.pth")])
+
+
 def test_help_imports_no_torch_and_shows_the_defaults_that_apply():
     """`litvit --help` must be instant: the parsers import no torch / timm (the launcher defers the models)."""
     code = (

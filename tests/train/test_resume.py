@@ -175,15 +175,16 @@ def test_a_loader_worker_killed_mid_run_is_one_line_and_the_run_resumes(tmp_path
     assert main(["train", "--data", str(data), "--epochs", "3", *fast, "--output", str(run)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "litvit train: a data-loading worker died (DataLoader worker (pid" in err[0], err
-    assert f"`litvit train --resume {run} --workers N` (last.pth: end of epoch 1, optimizer step 6)" in err[0]
+    assert f"continue from last.pth (end of epoch 1, optimizer step 6) by `litvit train --resume {run}`" in err[0]
+    assert err[0].endswith("with fewer --workers")
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
     _die_at_read(monkeypatch, tmp_path / "reads", "val", at=2)  # in epoch 2's validation: the epoch is kept
     assert main(["train", "--resume", str(run)]) == 1
     err = capsys.readouterr().err
-    assert "epoch 2 trained but could not be validated" in err and "last.pth: epoch 2, step 6" in err, err
+    assert "epoch 2 trained but could not be validated" in err and "last.pth (epoch 2, step 6, " in err, err
     assert main(["train", "--resume", str(run), "--workers", "0"]) == 0
     assert "epoch 3/3" in capsys.readouterr().out
     _die_at_read(monkeypatch, tmp_path / "reads", "val", at=3)
     assert main(["eval", "--checkpoint", str(run / "last.pth"), "--workers", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith("run again with fewer --workers (or a smaller --batch-size)"), err
+    assert len(err) == 1 and err[0].endswith("run again with fewer --workers"), err

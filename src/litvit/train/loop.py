@@ -16,7 +16,7 @@ import torch
 from timm.utils import dispatch_clip_grad
 
 from .. import runtime as rt
-from ..errors import CheckpointSaveError, LitvitError, NonFiniteLossError, RunInterrupted, loader_worker_death
+from ..errors import CheckpointSaveError, LitvitError, NonFiniteLossError, RunInterrupted, out_of_resources
 from .checkpoint import atomic_save, make_checkpoint, rng_state, set_rng_state
 from .log import format_time, progress_bar
 from .state import Run
@@ -270,15 +270,15 @@ def validate_keeping_the_epoch(run: Run, epoch: int) -> Dict[str, Any]:
     try:
         return validate(run)
     except (LitvitError, RuntimeError) as e:
-        dead_worker = not isinstance(e, LitvitError) and loader_worker_death(e) is not None
-        if not isinstance(e, LitvitError) and not dead_worker:
+        ran_out = out_of_resources(e)
+        if not isinstance(e, LitvitError) and ran_out is None:
             raise
         if run.dist.world_size == 1:
             set_rng_state(before_validation)
             save(run)
             run.console.warn(
                 f"epoch {epoch + 1} trained but could not be validated; it is saved in "
-                f"{run.folder.path / 'last.pth'}: fix {'the loader' if dead_worker else 'the validation data'}, "
+                f"{run.folder.path / 'last.pth'}: {'lower ' + ran_out[1] if ran_out else 'fix the validation data'}, "
                 "then --resume"
             )
         raise

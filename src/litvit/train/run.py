@@ -11,7 +11,7 @@ import torch
 from .. import runtime as rt
 from ..data.build import default_workers, eval_loader, train_loader
 from ..data.folder import BadImage
-from ..errors import CheckpointError, ConfigError, DataError, LitvitError, loader_worker_death, one_line, worker_died
+from ..errors import CheckpointError, ConfigError, DataError, LitvitError, OutOfResources, one_line, out_of_resources
 from ..tasks import Task, get_task, unreadable_validation
 from .build import build_ema, build_optimizer, build_scaler, build_scheduler, check_library_names, wrap_model
 from .checkpoint import progress_of, set_rng_state
@@ -328,13 +328,14 @@ def run_training(
         try:
             fit(run)
         except RuntimeError as e:
-            detail = loader_worker_death(e)
-            if detail is None:
+            ran_out = out_of_resources(e)
+            if ran_out is None:
                 raise
+            what, lower = ran_out
             if not run.saved_desc:
-                raise worker_died(detail, "run again with fewer --workers (or a smaller --batch-size)") from None
-            fix = f"continue with fewer: `litvit train --resume {folder.path} --workers N` (last.pth: {run.saved_desc})"
-            raise worker_died(detail, fix) from None
+                raise OutOfResources(f"{what}: run again with {lower}") from None
+            resume = f"`litvit train --resume {folder.path}` with {lower}"
+            raise OutOfResources(f"{what}: continue from last.pth ({run.saved_desc}) by {resume}") from None
         return finish(run)
     finally:  # leave the process as it was (runs can be started from Python, e.g. by tests)
         if dist.is_main:
