@@ -90,7 +90,8 @@ class NonFiniteLossError(LitvitError, RuntimeError):
 
 
 class RunInterrupted(LitvitError):
-    """Ctrl-C stopped a training run at the end of an optimizer step, with that step saved."""
+    """Ctrl-C stopped a command with its work so far saved: a training run at the end of an optimizer step, a
+    `predict --output` run with the images done."""
 
     exit_code = 130  # a shell's status for a process stopped by SIGINT
 

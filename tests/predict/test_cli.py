@@ -129,3 +129,29 @@ def test_arguments_become_files_in_a_stable_order(tmp_path):
 def test_inputs_that_are_not_paths_are_one_error(bad):
     with pytest.raises(ConfigError, match="inputs must be paths or glob patterns"):
         expand_inputs(bad)
+
+
+def test_ctrl_c_keeps_the_predictions_done_in_the_output_file(
+    digits_checkpoint, digit_pngs, tmp_path, capsys, monkeypatch
+):
+    """An hours-long `predict FOLDER --output` stopped by Ctrl-C wrote nothing: now the images done are written."""
+    from litvit.predict import run
+
+    real, calls = run.top_classes, []
+
+    def interrupted_at_the_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "top_classes", interrupted_at_the_third_batch)
+    out = tmp_path / "preds.csv"
+    argv = ["predict", str(digit_pngs), "--checkpoint", str(digits_checkpoint), "--batch-size", "4", "--no-progress"]
+    assert main([*argv, "--output", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"litvit predict: interrupted after 8 of 20 image(s): their predictions are in {out}"]
+    assert len(out.read_text().splitlines()) == 1 + 8 * 5  # a header, then top-5 rows of the 8 images done
+    calls.clear()
+    assert main(argv) == 130  # no --output: nothing to keep, the plain interruption
+    assert "litvit predict: interrupted" in capsys.readouterr().err

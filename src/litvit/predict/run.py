@@ -20,7 +20,7 @@ from .. import runtime as rt
 from ..data.build import eval_loader
 from ..data.folder import ImageFileDataset
 from ..data.transforms import eval_transform
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, RunInterrupted
 from ..eval.evaluate import load_eval_model, model_data_config
 from ..options import check_img_size
 from ..tasks.classification import check_model_name
@@ -151,6 +151,13 @@ def predict(
                     )
             if bar is not None:
                 bar.update(len(indices) + len(bad))
+    except KeyboardInterrupt:  # Ctrl-C in a long run: keep what is done
+        if output is None or not records:
+            raise
+        write_records(records, output)
+        raise RunInterrupted(
+            f"interrupted after {len(records)} of {len(files)} image(s): their predictions are in {output}"
+        ) from None
     finally:
         if bar is not None:
             bar.close()
