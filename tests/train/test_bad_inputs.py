@@ -1,7 +1,9 @@
 """Bad input to `litvit train` / `litvit eval` gets one line and exit status 2 before anything starts, and leaves
 nothing behind; one output folder serves one run at a time; a run's files stay usable from any folder."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -204,6 +206,17 @@ def test_eval_of_a_run_works_from_another_folder(tmp_path, capsys):
     done = subprocess.run(cmd, cwd=elsewhere, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"on {work / 'data'} (9 images" in done.stdout
+    # a moved run resumes in its new folder (its config says `--output run`, relative to where it started), and a
+    # metrics line torn by a kill mid-append is dropped instead of stopping the resume with a JSONDecodeError
+    moved = elsewhere / "moved"
+    shutil.move(str(work / "run"), str(moved))
+    with open(moved / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "loss": 0.9')
+    cmd = [sys.executable, "-m", "litvit.train", "--resume", str(moved), "--epochs", "2"]
+    done = subprocess.run(cmd, cwd=elsewhere, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["epoch"] for line in (moved / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["moved"] and not (work / "run").exists()
 
 
 @pytest.mark.parametrize(

@@ -123,3 +123,6 @@ def test_bad_settings_are_named(tmp_path):
     broken.write_text("model: [litv2_s\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml(str(broken))
+    broken.write_bytes(b"\xff\xfe\x00model: x")  # not UTF-8 (a UTF-16 file, a binary): was a UnicodeDecodeError
+    with pytest.raises(ConfigError, match="not valid YAML .*codec can't decode"):
+        load_yaml(str(broken))

@@ -68,7 +68,9 @@ def run_cli(args: argparse.Namespace) -> int:
         )
     resume_path = find_resume_checkpoint(args.resume, overrides.get("output"))
     ckpt = load_train_checkpoint(resume_path)
-    base = ckpt["config"]
+    # The run goes on in the folder holding its checkpoint (moved or copied since, perhaps), not the one it was
+    # started in: the config's output may name a deleted folder, or a relative path from another working folder.
+    base = {**ckpt["config"], "output": None if "output" in overrides else str(resume_path.parent)}
     if "model" in overrides and overrides["model"] != base["model"]:
         raise CheckpointError(
             f"{resume_path} is a {base['model']} run, not {overrides['model']}: drop --model to resume it, "

@@ -385,9 +385,11 @@ def load_yaml(name_or_path: str) -> Dict[str, Any]:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"no config {name_or_path!r}{hint}: pass a YAML file or one of {', '.join(config_names())}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{str(path)!r} is not valid YAML ({str(e).splitlines()[0]}): fix the file") from None
+    except OSError as e:  # a folder named like a config, no permission
+        raise ConfigError(f"cannot read {str(path)!r} ({e.strerror or e}): pass a readable YAML file") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{str(path)!r} must hold a mapping of settings (key: value), not {type(values).__name__}")
     check_keys(values, str(path))

@@ -8,6 +8,7 @@ created (the folder itself if it made it).
 
 import fcntl
 import json
+import math
 import os
 import shutil
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from ..checkpoint import atomic_write
 from ..errors import ConfigError
 from .checkpoint import remove_stale_temporaries
 
@@ -107,15 +109,17 @@ class RunFolder:
             json.dump(summary, f, indent=2)
 
     def trim_metrics(self, epochs_done: int) -> None:
-        """Drop metric lines of epochs the checkpoint had not finished (a run killed after logging them)."""
+        """Drop metric lines of epochs the checkpoint had not finished (a run killed after logging them), and a line
+        torn by a kill or a full disk mid-append."""
         for name in ("metrics.jsonl", "samples.jsonl"):
             path = self.path / name
             if not path.exists():
                 continue
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            keep = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= epochs_done]
+            lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+            keep = [ln for ln in lines if _epoch_of(ln) <= epochs_done]
             if len(keep) != len(lines):
-                path.write_text("".join(ln + "\n" for ln in keep))
+                text = "".join(ln + "\n" for ln in keep)
+                atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
 
     def tensorboard(self) -> Any:
         try:
@@ -124,3 +128,12 @@ class RunFolder:
             raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         self.written.append(self.path / "tensorboard")
         return SummaryWriter(str(self.path / "tensorboard"))
+
+
+def _epoch_of(line: str) -> float:
+    """The epoch a metrics line records; infinity (dropped) for a torn or foreign line."""
+    try:
+        record = json.loads(line)
+        return float(record.get("epoch", 0)) if isinstance(record, dict) else math.inf
+    except (ValueError, TypeError):
+        return math.inf
