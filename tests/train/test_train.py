@@ -205,6 +205,31 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, capsys, 
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "last.pth"]  # no temp file left behind
 
 
+def test_full_disk_while_writing_the_summary_or_metrics_is_one_line(tmp_path, capsys, monkeypatch):
+    """The run's other files: a full disk at the end (summary.json) or after an epoch (metrics.jsonl) was an OSError
+    traceback; config.yaml and summary.json are written whole or not at all."""
+    from litvit.train import output
+
+    tree = make_tree(tmp_path / "data")
+    for name in ("summary.json", "metrics.jsonl"):
+        real = output.RunFolder._write
+
+        def full(self, file, write, atomically=True, name=name, real=real):
+            if file == name:
+                write = lambda path: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))  # noqa: E731
+            return real(self, file, write, atomically)
+
+        monkeypatch.setattr(output.RunFolder, "_write", full)
+        out = tmp_path / name
+        code = main(["train", "--data", str(tree), *FAST, "--output", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(err) == 1, err
+        assert f"cannot write {out / name} (No space left on device): free space" in err[0]
+        assert load(out / "last.pth")["progress"]["epoch"] == 1  # the epoch's checkpoint is there
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]
+        monkeypatch.undo()
+
+
 def test_atomic_save_never_tears_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "last.pth"
     ckpt_mod.atomic_save({"step": torch.tensor(1)}, path)

@@ -13,12 +13,12 @@ import os
 import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
 from ..checkpoint import atomic_write
-from ..errors import ConfigError
+from ..errors import CheckpointSaveError, ConfigError
 from .checkpoint import remove_stale_temporaries
 
 
@@ -95,18 +95,35 @@ class RunFolder:
             self._lock_fd = None
 
     def write_config(self, config: Dict[str, Any], resolved: Dict[str, Any]) -> None:
-        path = self.path / "config.yaml"
-        with open(path, "w") as f:
-            yaml.safe_dump({"config": config, "resolved": resolved}, f, sort_keys=False)
-        self.written.append(path)
+        text = yaml.safe_dump({"config": config, "resolved": resolved}, sort_keys=False)
+        self.written.append(self._write("config.yaml", lambda tmp: tmp.write_text(text)))
 
     def append_metrics(self, record: Dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        def append(_: Path) -> None:  # appended in place: a torn last line is dropped by trim_metrics on resume
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+        self._write("metrics.jsonl", append, atomically=False)
 
     def write_summary(self, summary: Dict[str, Any]) -> None:
-        with open(self.path / "summary.json", "w") as f:
-            json.dump(summary, f, indent=2)
+        text = json.dumps(summary, indent=2)
+        self._write("summary.json", lambda tmp: tmp.write_text(text))
+
+    def _write(self, name: str, write: Callable[[Path], None], atomically: bool = True) -> Path:
+        """Write a file of the run (whole or not at all, unless appended); a full disk or a permission problem is a
+        one-line CheckpointSaveError, as for the checkpoints."""
+        path = self.path / name
+        try:
+            if atomically:
+                atomic_write(path, write)
+            else:
+                write(path)
+        except OSError as e:
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise CheckpointSaveError(
+                e.errno or 0, f"cannot write {path} ({reason}): free space or fix permissions, then --resume"
+            ) from None
+        return path
 
     def trim_metrics(self, epochs_done: int) -> None:
         """Drop metric lines of epochs the checkpoint had not finished (a run killed after logging them), and a line
