@@ -237,3 +237,26 @@ def test_dense_targets_splits_the_batch_over_processes():
     assert "--batch-size" not in command("det", 2, ["--batch-size", "2"])  # the caller's per-process batch
     with pytest.raises(SystemExit, match="does not split over 3"):
         command("det", 3, [])
+
+
+def test_a_full_disk_loses_no_results(tmp_path, capsys, monkeypatch):
+    """The table is printed before the files are written; a full disk is one line (was an OSError traceback after
+    the whole benchmark), and no file is left half-written."""
+    import errno
+
+    from litvit import checkpoint
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full)
+    out = tmp_path / "out"
+    args = ["litv2_nano", *TINY, "--no-latency", "--no-memory", "--rounds", "1", "--repeats", "1", "--out", str(out)]
+    assert main(args) == 1
+    stdout, stderr = capsys.readouterr()
+    assert stdout.startswith("# litvit bench: models") and "img/s" in stdout  # the table, on the screen
+    assert stderr.strip().splitlines() == [
+        f"litvit bench: cannot write {out / 'table.md'} (No space left on device); the results are above: pick another "
+        "--out"
+    ]
+    assert list(out.iterdir()) == []

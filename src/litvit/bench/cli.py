@@ -125,15 +125,15 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         return run_profile(args, cfg)
     from .machine import command_line
-    from .report import write_outputs
+    from .report import table_text, write_outputs
     from .runner import run_bench
 
     record = run_bench(cfg)
     if getattr(args, "argv", None) is not None:  # called as main(argv): record that, not the host's sys.argv
         record["machine"]["command"] = command_line(["litvit", "bench", *args.argv])
     out = args.out or Path("out/bench-attention" if cfg.attention else "out/bench")
+    print(table_text(record))  # on the screen first: a full disk loses no results
     paths = write_outputs(record, out)
-    print(paths["table"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -142,10 +142,10 @@ def run_profile(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """`--profile`: the per-op profile of each model's step, written to OUT/profile.md and OUT/profile.json."""
     import json
 
-    from ..checkpoint import atomic_write
     from ..runtime import set_threads
     from .machine import command_line, machine_info
     from .profile import profile_models, profile_table
+    from .report import write_result
     from .runner import prepare, printer
 
     if cfg.attention or cfg.runtimes != ["eager"] or cfg.compile:
@@ -170,11 +170,11 @@ def run_profile(args: argparse.Namespace, cfg: BenchConfig) -> int:
         "",
     ]
     text = "\n".join(head) + profile_table(profiles)
-    atomic_write(out / "profile.md", lambda tmp: tmp.write_text(text))
+    print(text)
+    write_result(out / "profile.md", lambda tmp: tmp.write_text(text))
     record = {"machine": machine, "config": {"mode": cfg.mode, "dtype": cfg.dtype, "batch_size": cfg.batch_size}}
     data = json.dumps({**record, "profiles": profiles}, indent=2)
-    atomic_write(out / "profile.json", lambda tmp: tmp.write_text(data))
-    print(text)
+    write_result(out / "profile.json", lambda tmp: tmp.write_text(data))
     print(f"wrote {out / 'profile.md'}, {out / 'profile.json'}")
     return 0
 

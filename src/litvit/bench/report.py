@@ -7,10 +7,11 @@ throughput against GMACs (models, as the paper's figure) or img/s per token grid
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..errors import BenchError
+from ..errors import BenchError, CheckpointSaveError
 from .machine import STEAL_WARNING
 
 Row = Dict[str, Any]
@@ -290,8 +291,9 @@ def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> D
         raise BenchError(f"cannot create output folder {str(out_dir)!r} ({e.strerror}): pick another --out") from None
     markdown, draw, figsize = OUTPUTS[record["kind"]]
     paths = {"table": out_dir / "table.md", "json": out_dir / "results.json", "plot": out_dir / "plot.png"}
-    paths["table"].write_text(markdown(record))
-    paths["json"].write_text(json.dumps(record, indent=1, default=str) + "\n")
+    text, data = markdown(record), json.dumps(record, indent=1, default=str) + "\n"
+    write_result(paths["table"], lambda tmp: tmp.write_text(text))
+    write_result(paths["json"], lambda tmp: tmp.write_text(data))
     if not plot:
         del paths["plot"]
         return paths
@@ -305,6 +307,27 @@ def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> D
     fig, ax = plt.subplots(figsize=figsize, dpi=120)
     draw(record, ax)
     fig.tight_layout()
-    fig.savefig(paths["plot"])
-    plt.close(fig)
+    try:
+        write_result(paths["plot"], lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
     return paths
+
+
+def table_text(record: Dict[str, Any]) -> str:
+    """The markdown table of a result record (what table.md holds)."""
+    return OUTPUTS[record["kind"]][0](record)
+
+
+def write_result(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a result file whole or not at all; a full disk or a permission problem is one line (the results are on
+    the screen above it: print them first)."""
+    from ..checkpoint import atomic_write
+
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise CheckpointSaveError(
+            e.errno or 0, f"cannot write {path} ({reason}); the results are above: pick another --out"
+        ) from None
