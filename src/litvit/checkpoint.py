@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .errors import CheckpointError, CheckpointNotFoundError
+from .errors import CheckpointError, CheckpointNotFoundError, CheckpointSaveError
 
 __all__ = [
     "CheckpointError",
@@ -36,6 +36,7 @@ __all__ = [
     "read_metadata",
     "strip_prefix",
     "unwrap_state_dict",
+    "write_result",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -277,6 +278,20 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
         _remove(tmp)
         raise
     _fsync_folder(path.parent)
+
+
+def write_result(path: PathLike, write: Callable[[Path], None], then: str, atomically: bool = True) -> None:
+    """A result file (a run's summary, a benchmark table, a picture), written by `write(path)` through `atomic_write`
+    (or in place, to append); a full disk or a permission problem is one CheckpointSaveError line, "cannot write PATH
+    (reason)" followed by `then` (what is safe and what to do)."""
+    try:
+        if atomically:
+            atomic_write(path, write)
+        else:
+            write(Path(path))
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise CheckpointSaveError(e.errno or 0, f"cannot write {path} ({reason}){then}") from None
 
 
 def _remove(tmp: Path) -> None:

@@ -108,3 +108,23 @@ def test_corrupt_checkpoint_and_no_readable_image(images, tmp_path, capsys):
     assert main(["viz", "cam", str(images / "broken.png"), "--model", "litv2_nano", "--out", str(tmp_path)]) == 2
     err = _err_lines(capsys)
     assert "broken.png" in err[-2] and "no readable image" in err[-1]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(images, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from litvit import checkpoint
+
+    real = checkpoint.atomic_write
+
+    def full_for_arrays(path, write):
+        if str(path).endswith(".npz"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, write)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full_for_arrays)
+    out = tmp_path / "o"
+    assert main(["viz", "offsets", str(images / "a.png"), "--model", "litv2_nano", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the note on random weights
+    assert err == f"litvit viz: cannot write {out / 'a_offsets.npz'} (No space left on device): pick another --out"
+    assert sorted(p.name for p in out.iterdir()) == ["a_offsets.png"]  # the picture, whole

@@ -142,10 +142,11 @@ def run_profile(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """`--profile`: the per-op profile of each model's step, written to OUT/profile.md and OUT/profile.json."""
     import json
 
+    from ..checkpoint import write_result
     from ..runtime import set_threads
     from .machine import command_line, machine_info
     from .profile import profile_models, profile_table
-    from .report import write_result
+    from .report import ABOVE
     from .runner import prepare, printer
 
     if cfg.attention or cfg.runtimes != ["eager"] or cfg.compile:
@@ -171,10 +172,10 @@ def run_profile(args: argparse.Namespace, cfg: BenchConfig) -> int:
     ]
     text = "\n".join(head) + profile_table(profiles)
     print(text)
-    write_result(out / "profile.md", lambda tmp: tmp.write_text(text))
+    write_result(out / "profile.md", lambda tmp: tmp.write_text(text), ABOVE)
     record = {"machine": machine, "config": {"mode": cfg.mode, "dtype": cfg.dtype, "batch_size": cfg.batch_size}}
     data = json.dumps({**record, "profiles": profiles}, indent=2)
-    write_result(out / "profile.json", lambda tmp: tmp.write_text(data))
+    write_result(out / "profile.json", lambda tmp: tmp.write_text(data), ABOVE)
     print(f"wrote {out / 'profile.md'}, {out / 'profile.json'}")
     return 0
 

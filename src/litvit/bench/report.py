@@ -7,11 +7,11 @@ throughput against GMACs (models, as the paper's figure) or img/s per token grid
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..errors import BenchError, CheckpointSaveError
+from ..checkpoint import write_result
+from ..errors import BenchError
 from .machine import STEAL_WARNING
 
 Row = Dict[str, Any]
@@ -282,6 +282,9 @@ OUTPUTS = {
 }
 
 
+ABOVE = "; the results are above: pick another --out"  # a failed write: they were printed first
+
+
 def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> Dict[str, Path]:
     """Write table.md, results.json and plot.png into `out_dir` (created); return their paths."""
     out_dir = Path(out_dir)
@@ -292,8 +295,8 @@ def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> D
     markdown, draw, figsize = OUTPUTS[record["kind"]]
     paths = {"table": out_dir / "table.md", "json": out_dir / "results.json", "plot": out_dir / "plot.png"}
     text, data = markdown(record), json.dumps(record, indent=1, default=str) + "\n"
-    write_result(paths["table"], lambda tmp: tmp.write_text(text))
-    write_result(paths["json"], lambda tmp: tmp.write_text(data))
+    write_result(paths["table"], lambda tmp: tmp.write_text(text), ABOVE)
+    write_result(paths["json"], lambda tmp: tmp.write_text(data), ABOVE)
     if not plot:
         del paths["plot"]
         return paths
@@ -308,7 +311,7 @@ def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> D
     draw(record, ax)
     fig.tight_layout()
     try:
-        write_result(paths["plot"], lambda tmp: fig.savefig(tmp, format="png"))
+        write_result(paths["plot"], lambda tmp: fig.savefig(tmp, format="png"), ABOVE)
     finally:
         plt.close(fig)
     return paths
@@ -317,17 +320,3 @@ def write_outputs(record: Dict[str, Any], out_dir: Path, plot: bool = True) -> D
 def table_text(record: Dict[str, Any]) -> str:
     """The markdown table of a result record (what table.md holds)."""
     return OUTPUTS[record["kind"]][0](record)
-
-
-def write_result(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a result file whole or not at all; a full disk or a permission problem is one line (the results are on
-    the screen above it: print them first)."""
-    from ..checkpoint import atomic_write
-
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e)
-        raise CheckpointSaveError(
-            e.errno or 0, f"cannot write {path} ({reason}); the results are above: pick another --out"
-        ) from None

@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
-from ..checkpoint import atomic_write
-from ..errors import CheckpointSaveError, ConfigError
+from ..checkpoint import atomic_write, write_result
+from ..errors import ConfigError
 from .checkpoint import remove_stale_temporaries
 
 
@@ -110,19 +110,8 @@ class RunFolder:
         self._write("summary.json", lambda tmp: tmp.write_text(text))
 
     def _write(self, name: str, write: Callable[[Path], None], atomically: bool = True) -> Path:
-        """Write a file of the run (whole or not at all, unless appended); a full disk or a permission problem is a
-        one-line CheckpointSaveError, as for the checkpoints."""
         path = self.path / name
-        try:
-            if atomically:
-                atomic_write(path, write)
-            else:
-                write(path)
-        except OSError as e:
-            reason = os.strerror(e.errno) if e.errno else str(e)
-            raise CheckpointSaveError(
-                e.errno or 0, f"cannot write {path} ({reason}): free space or fix permissions, then --resume"
-            ) from None
+        write_result(path, write, ": free space or fix permissions, then --resume", atomically)
         return path
 
     def trim_metrics(self, epochs_done: int) -> None:

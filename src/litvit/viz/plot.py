@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from PIL import Image
 
+from ..checkpoint import write_result
 from ..errors import ConfigError
 
 __all__ = ["attention_figure", "cam_figure", "frequency_figure", "offsets_figure", "save_png"]
@@ -126,8 +127,8 @@ def cam_figure(heat: np.ndarray, shown: Image.Image, index: Optional[int] = None
 
 
 def save_png(fig: Any, path: Union[str, Path], dpi: Optional[int] = None) -> Path:
-    """Write `fig` as a PNG (parent folders created; `dpi` default the figure's, 100) and return the path."""
+    """Write `fig` as a PNG, whole or not at all (parent folders created; `dpi` default the figure's, 100) and return
+    the path; a full disk is one CheckpointSaveError line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi or fig.dpi)
+    write_result(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi or fig.dpi), ": pick another --out")
     return path

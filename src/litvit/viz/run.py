@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..checkpoint import write_result
 from ..data.folder import image_extensions
 from ..errors import CheckpointNotFoundError, ConfigError, DataError
 from ..options import check_img_size
@@ -74,8 +75,13 @@ def _stems(paths: List[Path]) -> List[str]:
 
 def _write(out: Path, name: str, fig: object, arrays: Dict[str, np.ndarray]) -> None:
     png = plot.save_png(fig, out / f"{name}.png")
-    np.savez_compressed(out / f"{name}.npz", **arrays)
+    write_result(out / f"{name}.npz", lambda tmp: _savez(tmp, arrays), ": pick another --out")
     print(f"wrote {png} and {name}.npz")
+
+
+def _savez(path: Path, arrays: Dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to the temporary name
+        np.savez_compressed(f, **arrays)
 
 
 def _load_all(
