@@ -100,6 +100,22 @@ def test_two_runs_cannot_share_an_output_folder(tmp_path, capsys):
     holder.close(started=False)
 
 
+
+def test_a_folder_that_cannot_be_locked_is_used_with_a_warning(tmp_path, capsys, monkeypatch):
+    """Some NFS / FUSE mounts refuse locks (ENOLCK): that is not "in use by another run"."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert main(["train", *FAST, "--output", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "cannot be locked (No locks available): a second run started into it would not be refused" in err
+    assert (tmp_path / "run" / "last.pth").is_file()
+
+
 def test_a_save_killed_mid_way_leaves_nothing_after_the_next_start(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *FAST, "--output", str(out)]) == 0

@@ -6,11 +6,13 @@ removed when the next run takes the folder. A run that stops before writing its 
 created (the folder itself if it made it).
 """
 
+import errno
 import fcntl
 import json
 import math
 import os
 import shutil
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -63,12 +65,20 @@ class RunFolder:
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            self._lock_fd = fd
+        except OSError as e:
             os.close(fd)
-            raise ConfigError(
-                f"{str(self.path)!r} is in use by another litvit train run: wait for it, or pass another --output"
-            ) from None
-        self._lock_fd = fd
+            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise ConfigError(
+                    f"{str(self.path)!r} is in use by another litvit train run: wait for it, or pass another --output"
+                ) from None
+            # a file system without locks (some NFS / FUSE mounts: ENOLCK, EOPNOTSUPP): the run goes on unguarded
+            print(
+                f"warning: {str(self.path)!r} cannot be locked ({e.strerror or e}): a second run started into it "
+                "would not be refused",
+                file=sys.stderr,
+                flush=True,
+            )
         # Forked children (DataLoader workers) would otherwise share the lock and keep holding it for a few seconds
         # after this process is killed; they close their copy instead.
         os.register_at_fork(after_in_child=self._drop_in_child)
