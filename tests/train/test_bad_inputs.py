@@ -100,7 +100,6 @@ def test_two_runs_cannot_share_an_output_folder(tmp_path, capsys):
     holder.close(started=False)
 
 
-
 def test_a_folder_that_cannot_be_locked_is_used_with_a_warning(tmp_path, capsys, monkeypatch):
     """Some NFS / FUSE mounts refuse locks (ENOLCK): that is not "in use by another run"."""
     import errno
