@@ -116,6 +116,36 @@ def test_ctrl_c_stops_at_the_end_of_a_step_saved_and_resume_is_exact(tmp_path):
     assert_same_runs(tmp_path / "a", tmp_path / "b", 24, ("val_top1", "val_loss", "val_ema_top1"), ema=True)
 
 
+def test_sigterm_stops_at_the_end_of_a_step_saved(tmp_path):
+    """SIGTERM to the training process (`kill PID`, `docker stop`, Kubernetes ending a pod) was an instant death
+    losing everything since the last checkpoint; now it stops as Ctrl-C does, with status 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import env, load
+
+    tree = make_tree(tmp_path / "data", per_class={"train": 16, "val": 2})  # 12 steps per epoch
+    cmd = [sys.executable, "-m", "litvit.train", "--data", str(tree), *RECIPE, "--log-interval", "1"]
+    popen = dict(cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stopped = subprocess.Popen([*cmd, "--output", str(tmp_path / "b")], bufsize=1, start_new_session=True, **popen)
+    seen = []
+    for line in stopped.stdout:
+        seen.append(line)
+        if "epoch 1/2 step 3/12" in line:
+            os.kill(stopped.pid, signal.SIGTERM)
+            break
+    seen += stopped.stdout.readlines()
+    stopped.wait(timeout=180)
+    text = "".join(seen)
+    assert stopped.returncode == 143, text
+    assert "(a second SIGTERM: at once)" in text and "Traceback" not in text and "worker" not in text
+    progress = load(tmp_path / "b" / "last.pth")["progress"]
+    assert progress["epoch"] == 0 and 3 <= progress["batch"] < 12, progress
+    assert f"stopped at epoch 1, step {progress['batch']}" in text
+
+
 def test_ctrl_c_during_the_last_validation_lets_the_run_finish(tmp_path, monkeypatch, capsys):
     """A stop asked while the last epoch validates has nothing left to save for: the run ends as usual (status 0,
     summary.json), while one asked during an earlier validation stops after that epoch's save."""

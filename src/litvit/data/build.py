@@ -119,7 +119,8 @@ def val_dataset(
 
 def ignore_interrupt(_worker_id: int) -> None:
     """A loader worker's start: Ctrl-C reaches the whole process group, and a worker it stops makes the next batch
-    a "worker exited unexpectedly" error; the main process decides what an interrupt means (train/loop.py)."""
+    a "worker exited unexpectedly" error; the main process decides what an interrupt means (train/loop.py). SIGTERM
+    keeps its default: it is how the main process ends workers that are slow to exit (multiprocessing at exit)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

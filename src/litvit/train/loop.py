@@ -218,33 +218,40 @@ def train_one_epoch(run: Run, epoch: int) -> Tuple[float, float]:
 
 @contextmanager
 def stop_on_interrupt(run: Run) -> Iterator[None]:
-    """In a single-process run, the first Ctrl-C asks the loop to stop at the end of the current optimizer step and
-    save there (`--resume` continues bit for bit, as from a `--save-every-steps` save); a second one stops at once.
-    Under torchrun (ranks could stop at different steps) or outside the main thread, Ctrl-C stops at once."""
+    """In a single-process run, the first Ctrl-C (SIGINT) or SIGTERM (a scheduler's preemption notice, `kill`) asks
+    the loop to stop at the end of the current optimizer step and save there (`--resume` continues bit for bit, as
+    from a `--save-every-steps` save); a second one stops at once. Under torchrun (ranks could stop at different
+    steps) or outside the main thread, they stop at once."""
     if run.dist.world_size != 1 or threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def ask(_signum: int, _frame: Any) -> None:
-        run.stop_asked = True
-        signal.signal(signal.SIGINT, previous)
-        run.console.warn("stopping at the end of this optimizer step, saved for --resume (Ctrl-C again: at once)")
+    def ask(signum: int, _frame: Any) -> None:
+        run.stop_asked = signum
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        again = "Ctrl-C again" if signum == signal.SIGINT else "a second SIGTERM"
+        run.console.warn(f"stopping at the end of this optimizer step, saved for --resume ({again}: at once)")
 
-    previous = signal.signal(signal.SIGINT, ask)
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def stop_if_asked(run: Run, saved: bool) -> None:
     if run.stop_asked:
         if not saved:
             save(run)
-        raise RunInterrupted(
+        stopped = RunInterrupted(
             f"stopped at {run.state.where()} (optimizer step {run.state.update}), saved in "
             f"{run.folder.path / 'last.pth'}: continue with `litvit train --resume {run.folder.path}`"
         )
+        if run.stop_asked == signal.SIGTERM:
+            stopped.exit_code = 128 + signal.SIGTERM  # 143, as a process ended by SIGTERM
+        raise stopped
 
 
 def validate(run: Run) -> Dict[str, Any]:

@@ -46,7 +46,7 @@ class Run:
     saved_desc: str = ""  # where the last checkpoint was written (for messages), "" before the first
     started: bool = False  # a checkpoint has been written: the run folder is worth keeping
     eval_time: float = 0.0  # seconds of the last validation (for the ETA)
-    stop_asked: bool = False  # Ctrl-C once: stop at the end of the current optimizer step, saved (loop.py)
+    stop_asked: int = 0  # the signal (SIGINT, SIGTERM) asking to stop at the end of this optimizer step (loop.py)
     bad_pending: List[Tuple[str, str]] = field(default_factory=list)  # unreadable files met since the last report
 
     @property
