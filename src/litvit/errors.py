@@ -114,7 +114,8 @@ def out_of_resources(e: BaseException) -> Optional[Tuple[str, str]]:
     text = str(e).strip()
     if text.startswith("DataLoader worker (pid"):
         detail = text.splitlines()[0].rstrip(". ")
-        cause = "a SIGTERM to all the processes" if detail.endswith("Terminated") else "most often the out-of-memory killer"
+        killed = detail.endswith("Terminated")  # a SIGTERM sent to every process of the run, not only the main one
+        cause = "a SIGTERM to all the processes" if killed else "most often the out-of-memory killer"
         return f"a data-loading worker died ({detail}; {cause})", "fewer --workers"
     gpu = type(e).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
     if gpu or "DefaultCPUAllocator: can't allocate memory" in text:
