@@ -218,7 +218,7 @@ def train_one_epoch(run: Run, epoch: int) -> Tuple[float, float]:
 
 @contextmanager
 def stop_on_interrupt(run: Run) -> Iterator[None]:
-    """In a single-process run, the first Ctrl-C (SIGINT) or SIGTERM (a scheduler's preemption notice, `kill`) asks
+    """In a single-process run, the first Ctrl-C (SIGINT) or SIGTERM (`kill`, `docker stop`, Kubernetes) asks
     the loop to stop at the end of the current optimizer step and save there (`--resume` continues bit for bit, as
     from a `--save-every-steps` save); a second one stops at once. Under torchrun (ranks could stop at different
     steps) or outside the main thread, they stop at once."""

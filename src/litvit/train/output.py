@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
-from ..checkpoint import atomic_write, write_result
+from ..checkpoint import write_result
 from ..errors import ConfigError
 from .checkpoint import remove_stale_temporaries
 
@@ -135,7 +135,7 @@ class RunFolder:
             keep = [ln for ln in lines if _epoch_of(ln) <= epochs_done]
             if len(keep) != len(lines):
                 text = "".join(ln + "\n" for ln in keep)
-                atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
+                self._write(name, lambda tmp, text=text: tmp.write_text(text))
 
     def tensorboard(self) -> Any:
         try:
