@@ -155,3 +155,23 @@ def test_ctrl_c_keeps_the_predictions_done_in_the_output_file(
     calls.clear()
     assert main(argv) == 130  # no --output: nothing to keep, the plain interruption
     assert "litvit predict: interrupted" in capsys.readouterr().err
+
+
+def test_a_full_disk_writing_the_output_is_one_line(digits_checkpoint, digit_pngs, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from litvit import checkpoint
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full)
+    out = tmp_path / "preds.csv"
+    argv = ["predict", str(digit_pngs), "--checkpoint", str(digits_checkpoint), "--no-progress", "--output", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"litvit predict: cannot write {out} (No space left on device): pass --output a path in a writable "
+        "folder (or free space)"
+    ]
+    assert not out.exists()

@@ -49,14 +49,11 @@ def to_csv(records: Sequence[Record]) -> str:
 
 def write_records(records: Sequence[Record], path: str) -> None:
     """Write `records` to `path` (.jsonl or .csv) atomically: the file holds all of them or is left as it was."""
-    from ..checkpoint import atomic_write
+    from ..checkpoint import write_result
 
     text = to_csv(records) if check_output(path) == ".csv" else to_jsonl(records)
-    try:
-        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    except OSError as e:
-        reason = e.strerror or e
-        raise ConfigError(f"cannot write --output {path!r} ({reason}): pass a path in a writable folder") from None
+    then = ": pass --output a path in a writable folder (or free space)"
+    write_result(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), then)
 
 
 def _shorten(text: str, width: int) -> str:
