@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..errors import DataError, DataNotFoundError
 from .digits import DIGITS_CLASSES, DigitsDataset
 from .folder import ImageFileDataset, scan_image_folder, scan_split
-from .loader import EpochSampler, SeededDataset, ShardSampler, collate
+from .loader import EpochSampler, Loader, SeededDataset, ShardSampler, collate
 
 __all__ = [
     "classification_sets",
@@ -142,7 +142,7 @@ def train_loader(
     else:
         base = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler = EpochSampler(base, seed=seed, num_replicas=world_size, rank=rank)
-    loader = DataLoader(
+    loader = Loader(
         SeededDataset(dataset, substitute=True),
         batch_size=batch_size,
         sampler=sampler,
@@ -168,7 +168,7 @@ def eval_loader(
 ) -> DataLoader:
     """Rank `rank`'s shard of `dataset` (indices rank, rank + world, ...), unreadable images dropped and counted."""
     sampler = EpochSampler(ShardSampler(len(dataset), world_size, rank), seed=0, augment=False)
-    return DataLoader(
+    return Loader(
         SeededDataset(dataset, substitute=False),
         batch_size=batch_size,
         sampler=sampler,

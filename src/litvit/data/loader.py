@@ -8,12 +8,13 @@ afterwards, so the training loop's own random stream (mixup, drop path) is untou
 """
 
 import random
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
 from .folder import BadImage
@@ -139,3 +140,40 @@ def list_collate(batch: Sequence[Tuple[Any, Any, List[Tuple[str, str]]]]) -> Tup
     bad = [b for _, _, items in batch for b in items]
     kept = [(x, target) for x, target, _ in batch if x is not None]
     return [x for x, _ in kept], [t for _, t in kept], bad
+
+
+class Loader(DataLoader):
+    """torch's DataLoader, except that a worker dying while the main process fetches a batch it sent always comes out
+    as torch's own "DataLoader worker (pid(s) N) exited unexpectedly" RuntimeError (which `errors.out_of_resources`
+    makes one line of), not as the ConnectionResetError / FileNotFoundError / EOFError of the connection the batch
+    came through: torch re-raises that one when it checks the worker before the kernel has marked it dead."""
+
+    def __iter__(self) -> Any:
+        batches = super().__iter__()
+        return _NamingDeadWorkers(batches) if self.num_workers > 0 else batches
+
+
+class _NamingDeadWorkers:
+    def __init__(self, batches: Any, wait: float = 1.0):
+        self.batches, self.wait = batches, wait
+
+    def __iter__(self) -> "_NamingDeadWorkers":
+        return self
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __next__(self) -> Any:
+        try:
+            return next(self.batches)
+        except (OSError, EOFError) as e:
+            if "in DataLoader worker process" in str(e):  # the dataset's own error, re-raised by torch
+                raise
+            workers = getattr(self.batches, "_workers", [])
+            deadline = time.monotonic() + self.wait  # the socket closes a moment before the process is dead
+            while not (dead := [w for w in workers if not w.is_alive()]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not dead:
+                raise
+            pids = ", ".join(str(w.pid) for w in dead)
+            raise RuntimeError(f"DataLoader worker (pid(s) {pids}) exited unexpectedly") from e
