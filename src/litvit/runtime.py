@@ -218,6 +218,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every rank's `value` (nccl wants the tensor on the rank's GPU)."""
+    if not _multi():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def all_gather_object(obj: Any) -> List[Any]:
     if not _multi():
         return [obj]

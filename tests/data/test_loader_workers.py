@@ -80,3 +80,32 @@ def test_other_errors_of_the_fetch_pass_through_unchanged():
     with pytest.raises(FileNotFoundError, match="no such image"):
         next(iter(Loader(Fails(), batch_size=1, num_workers=1)))
     assert len(Loader(Fails(), batch_size=1, num_workers=1)) == len(iter(Loader(Fails(), batch_size=1, num_workers=1)))
+
+
+class _Pids(Dataset):
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> int:
+        return os.getpid()
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="POSIX signals but macOS")
+def test_workers_outlive_a_sigterm_sent_to_the_run_and_end_on_their_main_process_s():
+    """SIGTERM sent to every process of the run (torchrun passing its own on, systemd, `kill -- -PGID`) is for the
+    main process, which stops at the end of an optimizer step and saves; a worker it killed made the next batch an
+    error. A SIGTERM from the main process (multiprocessing's terminate, torch's shutdown) must still end a worker:
+    ignoring it hung the interpreter's exit."""
+    import multiprocessing
+    import subprocess
+
+    batches = iter(Loader(_Pids(), batch_size=1, num_workers=1, persistent_workers=True))
+    worker_pid = int(next(batches))
+    subprocess.run(["kill", "-TERM", str(worker_pid)], check=True)  # from another process
+    time.sleep(0.3)
+    assert [int(next(batches)) for _ in range(3)] == [worker_pid] * 3  # still serving
+    (worker,) = [p for p in multiprocessing.active_children() if p.pid == worker_pid]
+    worker.terminate()  # from the main process
+    worker.join(10)
+    assert worker.exitcode == 0  # as torch's own worker handler exits on its main process's SIGTERM
+    del batches

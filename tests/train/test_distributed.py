@@ -60,3 +60,44 @@ def test_two_process_torchrun_cpu(tmp_path):
     assert single["images"] == 15
     assert single["top1"] == pytest.approx(summary["final_top1"], abs=1e-9)
     assert single["top5"] == pytest.approx(summary["final_top5"], abs=1e-9)
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_saved_and_resume_is_exact(tmp_path):
+    """torchrun passes a SIGTERM (`docker stop`, Kubernetes) or Ctrl-C on to each rank's process group, loader workers
+    included. The workers died of it, then the ranks, and torchrun killed what was left 30 s later: everything since
+    the last checkpoint was lost. Now the ranks agree on one optimizer step, save it and stop; resumed under
+    torchrun, the run ends as the one left alone, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import assert_same_runs, env
+
+    tree = make_tree(tmp_path / "data", per_class={"train": 16, "val": 2})  # 48 images: 12 steps of 2 x 2 an epoch
+    args = ["--data", str(tree), "--threads", "1", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "2"]
+    args += ["--workers", "1", "--deterministic", "--drop-path", "0.1", "--no-progress", "--log-interval", "1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "litvit.train", *args]
+    popen = dict(cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    straight = subprocess.Popen([*cmd, "--output", str(tmp_path / "a")], **popen)
+    stopped = subprocess.Popen([*cmd, "--output", str(tmp_path / "b")], bufsize=1, start_new_session=True, **popen)
+    seen = []
+    for line in stopped.stdout:
+        seen.append(line)
+        if "epoch 1/2 step 3/12" in line:
+            os.kill(stopped.pid, signal.SIGTERM)  # torchrun's own process, as `docker stop` sends it
+            break
+    seen += stopped.stdout.readlines()
+    stopped.wait(timeout=120)
+    text = "".join(seen)
+    progress = load(tmp_path / "b" / "last.pth")["progress"]
+    assert progress["epoch"] == 0 and 3 <= progress["batch"] < 12, text  # saved where it stopped, mid epoch 1
+    stop = f"stopped at epoch 1, step {progress['batch']} (optimizer step {progress['batch']})"
+    assert stop in text and "under torchrun with 2 processes" in text, text
+    assert "[rank" not in text and "worker" not in text.replace("shutting down workers", ""), text  # no rank failed
+    out_a, _ = straight.communicate(timeout=180)
+    assert straight.returncode == 0, out_a
+    resumed = torchrun("litvit.train", ["--resume", str(tmp_path / "b")], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert_same_runs(tmp_path / "a", tmp_path / "b", 24, ("val_top1", "val_loss"))

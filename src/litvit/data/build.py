@@ -7,7 +7,6 @@ whatever the number of processes.
 """
 
 import os
-import signal
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -117,13 +116,6 @@ def val_dataset(
     return ImageFileDataset(samples, names, transform=transform, bad_images=bad_images)
 
 
-def ignore_interrupt(_worker_id: int) -> None:
-    """A loader worker's start: Ctrl-C reaches the whole process group, and a worker it stops makes the next batch
-    a "worker exited unexpectedly" error; the main process decides what an interrupt means (train/loop.py). SIGTERM
-    keeps its default: it is how the main process ends workers that are slow to exit (multiprocessing at exit)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def train_loader(
     dataset: Dataset,
     batch_size: int,
@@ -152,7 +144,6 @@ def train_loader(
         drop_last=True,
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=ignore_interrupt,
     )
     return loader, sampler, len(base)
 
@@ -176,5 +167,4 @@ def eval_loader(
         collate_fn=collate_fn,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
-        worker_init_fn=ignore_interrupt,
     )

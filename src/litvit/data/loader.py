@@ -7,7 +7,11 @@ transforms run with the process's random generators (Python, NumPy, torch CPU) s
 afterwards, so the training loop's own random stream (mixup, drop path) is untouched.
 """
 
+import functools
+import os
 import random
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
@@ -143,14 +147,37 @@ def list_collate(batch: Sequence[Tuple[Any, Any, List[Tuple[str, str]]]]) -> Tup
 
 
 class Loader(DataLoader):
-    """torch's DataLoader, except that a worker dying while the main process fetches a batch it sent always comes out
-    as torch's own "DataLoader worker (pid(s) N) exited unexpectedly" RuntimeError (which `errors.out_of_resources`
-    makes one line of), not as the ConnectionResetError / FileNotFoundError / EOFError of the connection the batch
-    came through: torch re-raises that one when it checks the worker before the kernel has marked it dead."""
+    """torch's DataLoader, with two changes for the worker processes.
+
+    Signals meant for the run leave the workers alone: Ctrl-C (SIGINT) reaches the whole process group, and SIGTERM
+    does too when torchrun passes its own on to each rank's process group (or systemd, `kill -- -PGID` send it);
+    a worker it ended would make the next batch an error, while the main process stops at the end of an optimizer
+    step and saves (train/loop.py). A SIGTERM from the main process itself (how torch and multiprocessing end
+    workers slow to exit) still ends a worker, and a worker whose main process is gone exits (torch checks).
+
+    A worker dying while the main process fetches a batch it sent always comes out as torch's own "DataLoader worker
+    (pid(s) N) exited unexpectedly" RuntimeError (which `errors.out_of_resources` makes one line of), not as the
+    ConnectionResetError / FileNotFoundError / EOFError of the connection the batch came through: torch re-raises
+    that one when it checks the worker before the kernel has marked it dead."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.own_signals = "worker_init_fn" not in kwargs and hasattr(signal, "sigwaitinfo")  # (POSIX but macOS)
+        if self.own_signals:
+            kwargs["worker_init_fn"] = functools.partial(_leave_signals_to_the_run, os.getpid())
+        super().__init__(*args, **kwargs)
 
     def __iter__(self) -> Any:
-        batches = super().__iter__()
-        return _NamingDeadWorkers(batches) if self.num_workers > 0 else batches
+        if self.num_workers == 0:
+            return super().__iter__()
+        # Workers start with SIGTERM blocked (they inherit the mask of the thread that starts them), so that no
+        # thread of theirs takes it but the one made for it: torch may start threads before a worker's init.
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if self.own_signals else None
+        try:
+            batches = super().__iter__()
+        finally:
+            if before is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        return _NamingDeadWorkers(batches)
 
 
 class _NamingDeadWorkers:
@@ -177,3 +204,17 @@ class _NamingDeadWorkers:
                 raise
             pids = ", ".join(str(w.pid) for w in dead)
             raise RuntimeError(f"DataLoader worker (pid(s) {pids}) exited unexpectedly") from e
+
+
+def _leave_signals_to_the_run(main_pid: int, _worker_id: int) -> None:
+    """A worker's start: SIGINT ignored; SIGTERM blocked, and taken by a thread that ends the worker (exit status 0,
+    as torch's own worker handler does) only when the main process sent it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # (already: started so; see Loader.__iter__)
+    threading.Thread(target=_end_on_sigterm_from, args=(main_pid,), name="sigterm", daemon=True).start()
+
+
+def _end_on_sigterm_from(main_pid: int) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != main_pid:
+        pass
+    os._exit(0)

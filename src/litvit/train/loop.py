@@ -218,11 +218,12 @@ def train_one_epoch(run: Run, epoch: int) -> Tuple[float, float]:
 
 @contextmanager
 def stop_on_interrupt(run: Run) -> Iterator[None]:
-    """In a single-process run, the first Ctrl-C (SIGINT) or SIGTERM (`kill`, `docker stop`, Kubernetes) asks
-    the loop to stop at the end of the current optimizer step and save there (`--resume` continues bit for bit, as
-    from a `--save-every-steps` save); a second one stops at once. Under torchrun (ranks could stop at different
-    steps) or outside the main thread, they stop at once."""
-    if run.dist.world_size != 1 or threading.current_thread() is not threading.main_thread():
+    """The first Ctrl-C (SIGINT) or SIGTERM (`kill`, `docker stop`, Kubernetes) asks the loop to stop at the end of
+    the current optimizer step and save there (`--resume` continues bit for bit, as from a `--save-every-steps`
+    save); a second one stops at once. Under torchrun (which passes its SIGINT / SIGTERM on to every rank, once)
+    the ranks agree on the step: all stop at the first step whose end any of them reached asked. Outside the main
+    thread, they stop at once."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 
@@ -242,14 +243,19 @@ def stop_on_interrupt(run: Run) -> Iterator[None]:
 
 
 def stop_if_asked(run: Run, saved: bool) -> None:
-    if run.stop_asked:
+    """End the run (saved) if a stop was asked, on any rank: every rank calls this at the same points."""
+    asked = run.stop_asked
+    if run.dist.distributed:  # one small all-reduce an optimizer step; every rank acts on its answer alone (a
+        asked = rt.max_over_ranks(asked, run.dist.device)  # signal arriving during it counts at the next step)
+    if asked:
         if not saved:
             save(run)
+        under = f" under torchrun with {run.dist.world_size} processes" if run.dist.distributed else ""
         stopped = RunInterrupted(
             f"stopped at {run.state.where()} (optimizer step {run.state.update}), saved in "
-            f"{run.folder.path / 'last.pth'}: continue with `litvit train --resume {run.folder.path}`"
+            f"{run.folder.path / 'last.pth'}: continue with `litvit train --resume {run.folder.path}`{under}"
         )
-        if run.stop_asked == signal.SIGTERM:
+        if asked == signal.SIGTERM:
             stopped.exit_code = 128 + signal.SIGTERM  # 143, as a process ended by SIGTERM
         raise stopped
 
