@@ -8,7 +8,7 @@ import sys
 from typing import Any, Callable, List, Optional
 
 from .allocator import keep_freed_memory
-from .errors import LitvitError, OutOfResources, out_of_resources, report
+from .errors import LitvitError, OutOfResources, ProcessLeft, another_process_left, out_of_resources, report
 
 
 def run_command(prog: str, func: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
@@ -19,11 +19,14 @@ def run_command(prog: str, func: Callable[[argparse.Namespace], Any], args: argp
         return int(func(args) or 0)
     except LitvitError as e:
         return report(prog, e, rank)
-    except RuntimeError as e:  # out of memory: a loader worker killed, an allocation refused
+    except RuntimeError as e:  # out of memory (a loader worker killed, an allocation refused); a torchrun peer gone
         ran_out = out_of_resources(e)
-        if ran_out is None:
-            raise
-        return report(prog, OutOfResources(f"{ran_out[0]}: run again with {ran_out[1]}"), rank)
+        if ran_out is not None:
+            return report(prog, OutOfResources(f"{ran_out[0]}: run again with {ran_out[1]}"), rank)
+        left = another_process_left(e) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+        if left is not None:
+            return report(prog, ProcessLeft(left), rank)
+        raise
     except KeyboardInterrupt:
         if rank == 0:
             hint = getattr(args, "interrupt_hint", "")

@@ -24,7 +24,9 @@ __all__ = [
     "LitvitError",
     "NonFiniteLossError",
     "OutOfResources",
+    "ProcessLeft",
     "RunInterrupted",
+    "another_process_left",
     "one_line",
     "out_of_resources",
     "refused_settings",
@@ -102,6 +104,34 @@ class OutOfResources(LitvitError, RuntimeError):
 
     exit_code = 1
     same_on_all_ranks = False
+
+
+class ProcessLeft(LitvitError, RuntimeError):
+    """Under torchrun: another process of the run stopped (its own message says why) while this one waited for it
+    in a collective."""
+
+    exit_code = 1
+    same_on_all_ranks = False
+
+
+_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "NCCL communicator was aborted",
+    "remote process exit",
+)
+
+
+def another_process_left(e: BaseException) -> Optional[str]:
+    """The one line for torch.distributed's errors that mean another process of the run is gone (gloo: "Connection
+    closed by peer"; NCCL: "remote process exited"), rather than a traceback that hides the real error above it;
+    None for any other error. Only meaningful in a run of several processes (the caller knows)."""
+    if not isinstance(e, RuntimeError) or isinstance(e, LitvitError):
+        return None
+    marker = next((m for m in _GONE if m in str(e)), None)
+    if marker is None:
+        return None
+    return f"stopped: another process of the run is gone (torch.distributed: {marker}); its own message says why"
 
 
 def out_of_resources(e: BaseException) -> Optional[Tuple[str, str]]:

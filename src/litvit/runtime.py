@@ -262,10 +262,14 @@ def torch_older_than(major: int, minor: int) -> bool:
     return tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < (major, minor)
 
 
-def cleanup() -> None:
+def cleanup(together: bool = True) -> None:
     """Leave the process group together: with torch 2.6's gloo a rank could hang in destroy_process_group when the
     other ranks had already left (seen as 1 hang in 6 two-process `litvit eval` runs, and once more after a barrier
-    in CI, 2026-12-03). There, after the barrier, the group is left to the process's exit instead."""
+    in CI, 2026-12-03). There, after the barrier, the group is left to the process's exit instead. A rank leaving on
+    an error (`together=False`) may be alone: the others can be inside a collective it never joins, so a barrier would
+    hang them all; it leaves the group to its exit, and torchrun stops the others."""
+    if dist.is_initialized() and not together and dist.get_world_size() > 1:
+        return
     if dist.is_initialized():
         if dist.get_world_size() > 1:
             dist.barrier()

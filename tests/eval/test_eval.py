@@ -198,3 +198,20 @@ def test_eval_errors(val_tree, tmp_path, capsys):
         assert main(["eval", *argv]) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("litvit eval: ") and message in err[0], (argv, err)
+
+
+def test_eval_under_torchrun_with_an_error_on_one_rank_ends_with_one_line_per_rank(val_tree, tmp_path):
+    """The rank meeting the error waited in a barrier while the other waited for it in the metrics' all-reduce: the
+    run hung until killed."""
+    import shutil
+
+    ckpt, data, *_ = val_tree
+    shutil.copytree(data, tmp_path / "data")
+    first = sorted((tmp_path / "data" / "val").rglob("*.png"))[0]
+    first.write_bytes(b"not an image")
+    args = ["--model", "litv2_nano", "--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--img-size", "32"]
+    result = torchrun("litvit.eval", [*args, "--workers", "0", "--bad-images", "error"], cwd=tmp_path, timeout=120)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and f"cannot read image {str(first)!r}" in text, text
+    assert "another process of the run is gone (torch.distributed: " in text, text
+    assert "[rank0]: Traceback" not in text and "[rank1]: Traceback" not in text, text

@@ -101,3 +101,20 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_saved_and_resume_is_ex
     resumed = torchrun("litvit.train", ["--resume", str(tmp_path / "b")], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_same_runs(tmp_path / "a", tmp_path / "b", 24, ("val_top1", "val_loss"))
+
+
+def test_an_error_on_one_rank_ends_the_run_with_one_line_per_rank(tmp_path):
+    """A rank failing alone (an unreadable image with --bad-images error) waited in a barrier while the other waited
+    for it in the gradient all-reduce: the run hung until killed. Now the failing rank leaves, says why in one line,
+    and the other says in one line that it stopped because a process is gone."""
+    tree = make_tree(tmp_path / "data", per_class={"train": 16, "val": 2})
+    for c in ("cat", "dog", "emu"):
+        for i in range(1, 16, 4):
+            (tree / "train" / c / f"{i}.png").write_bytes(b"not an image")
+    args = ["--data", str(tree), "--threads", "1", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "2"]
+    args += ["--workers", "0", "--bad-images", "error", "--no-progress", "--output", str(tmp_path / "run")]
+    result = torchrun("litvit.train", args, cwd=tmp_path, timeout=120)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "cannot read image" in text and "pass --bad-images skip" in text, text
+    assert "another process of the run is gone (torch.distributed: " in text, text
+    assert "[rank0]: Traceback" not in text and "[rank1]: Traceback" not in text, text

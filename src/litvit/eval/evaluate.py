@@ -169,13 +169,16 @@ def run_eval(args: Any) -> Dict[str, Any]:
     if args.json and not writable(args.json):
         raise ConfigError(f"--json {args.json!r} cannot be written: choose a file in a writable folder")
     dist = rt.init_distributed(args.device)
+    together = False  # (every rank leaves at the same point: see rt.cleanup)
     try:
         slow_bf16 = rt.slow_bf16_note(dist.device, rt.autocast_dtype(args.amp, dist.device))
         if slow_bf16 and dist.rank == 0:
             print(f"warning: {slow_bf16}; use --amp fp32", file=sys.stderr)
-        return _run_eval(args, dist)
+        results = _run_eval(args, dist)
+        together = True
+        return results
     finally:
-        rt.cleanup()
+        rt.cleanup(together)
 
 
 def _run_eval(args: Any, dist: rt.DistInfo) -> Dict[str, Any]:

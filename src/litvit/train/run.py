@@ -11,7 +11,16 @@ import torch
 from .. import runtime as rt
 from ..data.build import default_workers, eval_loader, train_loader
 from ..data.folder import BadImage
-from ..errors import CheckpointError, ConfigError, DataError, LitvitError, OutOfResources, one_line, out_of_resources
+from ..errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    LitvitError,
+    OutOfResources,
+    RunInterrupted,
+    one_line,
+    out_of_resources,
+)
 from ..tasks import Task, get_task, unreadable_validation
 from .build import build_ema, build_optimizer, build_scaler, build_scheduler, check_library_names, wrap_model
 from .checkpoint import progress_of, set_rng_state
@@ -308,6 +317,7 @@ def run_training(
     path = Path(rt.broadcast_object(str(choose_folder(cfg.output, cfg.model, resume_path))))
     folder = RunFolder(path, resuming=resume is not None)
     run: Optional[Run] = None
+    together = False  # (every rank leaves at the same point: see rt.cleanup)
     try:
         run = setup(cfg, dist, task or get_task(cfg.task), resume, config_name, folder)
         error: Optional[LitvitError] = None
@@ -336,10 +346,15 @@ def run_training(
                 raise OutOfResources(f"{what}: run again with {lower}") from None
             resume = f"`litvit train --resume {folder.path}` with {lower}"
             raise OutOfResources(f"{what}: continue from last.pth ({run.saved_desc}) by {resume}") from None
-        return finish(run)
+        summary = finish(run)
+        together = True
+        return summary
+    except RunInterrupted:  # a stop the ranks agreed on
+        together = True
+        raise
     finally:  # leave the process as it was (runs can be started from Python, e.g. by tests)
         if dist.is_main:
             folder.close(started=run is not None and run.started)
         torch.use_deterministic_algorithms(deterministic_before)
         torch.set_num_threads(threads_before)
-        rt.cleanup()
+        rt.cleanup(together)
