@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -85,7 +85,9 @@ def torchrun(
     proc = subprocess.Popen(cmd, cwd=cwd, env=env(gpu=gpu), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:  # a hung run: its ranks too (each in its own session, torchrun's kill misses them)
+    except (
+        subprocess.TimeoutExpired
+    ):  # a hung run: its ranks too (each in its own session, torchrun's kill misses them)
         for pid in _children(proc.pid):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
@@ -123,6 +125,28 @@ def optimizer_tensors(opt_state: dict) -> Optional[Dict[str, torch.Tensor]]:
             if isinstance(t, torch.Tensor):
                 out[f"{pid}.{name}"] = t
     return out
+
+
+def start(cmd: List[str], cwd: Path, **kwargs: Any) -> subprocess.Popen:
+    """`cmd` running in the background, stdout and stderr together as text lines."""
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, **kwargs
+    )
+
+
+def signal_when(cmd: List[str], cwd: Path, line: str, sig: int, group: bool, timeout: float = 180) -> Tuple[int, str]:
+    """Run `cmd` in a session of its own and send it `sig` once it prints `line` (to its whole process group if
+    `group`, as a terminal's Ctrl-C; else to its process alone); returns (exit status, everything it printed)."""
+    stopped = start(cmd, cwd, start_new_session=True)
+    seen = []
+    for text in stopped.stdout:
+        seen.append(text)
+        if line in text:
+            (os.killpg if group else os.kill)(stopped.pid, sig)
+            break
+    seen += stopped.stdout.readlines()
+    stopped.wait(timeout=timeout)
+    return stopped.returncode, "".join(seen)
 
 
 def kill_then_resume(args: List[str], cwd: Path, kill_at: str, save_every: int, timeout: float = 180) -> dict:

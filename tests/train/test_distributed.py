@@ -67,30 +67,19 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_saved_and_resume_is_ex
     included. The workers died of it, then the ranks, and torchrun killed what was left 30 s later: everything since
     the last checkpoint was lost. Now the ranks agree on one optimizer step, save it and stop; resumed under
     torchrun, the run ends as the one left alone, bit for bit."""
-    import os
     import signal
-    import subprocess
     import sys
 
-    from .helpers import assert_same_runs, env
+    from .helpers import assert_same_runs, signal_when, start
 
     tree = make_tree(tmp_path / "data", per_class={"train": 16, "val": 2})  # 48 images: 12 steps of 2 x 2 an epoch
     args = ["--data", str(tree), "--threads", "1", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "2"]
     args += ["--workers", "1", "--deterministic", "--drop-path", "0.1", "--no-progress", "--log-interval", "1"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd += ["-m", "litvit.train", *args]
-    popen = dict(cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    straight = subprocess.Popen([*cmd, "--output", str(tmp_path / "a")], **popen)
-    stopped = subprocess.Popen([*cmd, "--output", str(tmp_path / "b")], bufsize=1, start_new_session=True, **popen)
-    seen = []
-    for line in stopped.stdout:
-        seen.append(line)
-        if "epoch 1/2 step 3/12" in line:
-            os.kill(stopped.pid, signal.SIGTERM)  # torchrun's own process, as `docker stop` sends it
-            break
-    seen += stopped.stdout.readlines()
-    stopped.wait(timeout=120)
-    text = "".join(seen)
+    straight = start([*cmd, "--output", str(tmp_path / "a")], tmp_path)
+    b = [*cmd, "--output", str(tmp_path / "b")]
+    _, text = signal_when(b, tmp_path, "epoch 1/2 step 3/12", signal.SIGTERM, False)  # torchrun, as `docker stop`
     progress = load(tmp_path / "b" / "last.pth")["progress"]
     assert progress["epoch"] == 0 and 3 <= progress["batch"] < 12, text  # saved where it stopped, mid epoch 1
     stop = f"stopped at epoch 1, step {progress['batch']} (optimizer step {progress['batch']})"

@@ -82,28 +82,18 @@ def test_ctrl_c_stops_at_the_end_of_a_step_saved_and_resume_is_exact(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, the loader worker included) asks the run to stop: it finishes the
     optimizer step, saves it, exits with status 130 naming the command that continues; resumed, the run ends as the
     one left alone, bit for bit. Without this, everything since the last checkpoint (up to an epoch) was lost."""
-    import os
     import signal
-    import subprocess
     import sys
 
-    from .helpers import env, load, run_module
+    from .helpers import load, run_module, signal_when, start
 
     tree = make_tree(tmp_path / "data", per_class={"train": 16, "val": 2})  # 12 steps per epoch
     cmd = [sys.executable, "-m", "litvit.train", "--data", str(tree), *RECIPE, "--log-interval", "1"]
-    popen = dict(cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    straight = subprocess.Popen([*cmd, "--output", str(tmp_path / "a")], **popen)
-    stopped = subprocess.Popen([*cmd, "--output", str(tmp_path / "b")], bufsize=1, start_new_session=True, **popen)
-    seen = []
-    for line in stopped.stdout:
-        seen.append(line)
-        if "epoch 2/2 step 2/12" in line:
-            os.killpg(stopped.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-            break
-    seen += stopped.stdout.readlines()
-    stopped.wait(timeout=180)
-    text = "".join(seen)
-    assert stopped.returncode == 130, text
+    straight = start([*cmd, "--output", str(tmp_path / "a")], tmp_path)
+    code, text = signal_when(
+        [*cmd, "--output", str(tmp_path / "b")], tmp_path, "epoch 2/2 step 2/12", signal.SIGINT, True
+    )
+    assert code == 130, text
     assert "stopping at the end of this optimizer step" in text and "Traceback" not in text
     progress = load(tmp_path / "b" / "last.pth")["progress"]
     assert progress["epoch"] == 1 and 2 <= progress["batch"] < 12, progress  # mid epoch 2, not its last save
@@ -120,27 +110,16 @@ def test_sigterm_stops_at_the_end_of_a_step_saved(tmp_path):
     """SIGTERM to the training process (`kill PID`, `docker stop`, Kubernetes ending a pod) was an instant death
     losing everything since the last checkpoint; now it stops as Ctrl-C does, with status 143. Sent to every process
     of the run (systemd, `kill -- -PGID`), it killed the loader worker, which then failed the run: no longer."""
-    import os
     import signal
-    import subprocess
     import sys
 
-    from .helpers import env, load
+    from .helpers import load, signal_when
 
     tree = make_tree(tmp_path / "data", per_class={"train": 16, "val": 2})  # 12 steps per epoch
     cmd = [sys.executable, "-m", "litvit.train", "--data", str(tree), *RECIPE, "--log-interval", "1"]
-    popen = dict(cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stopped = subprocess.Popen([*cmd, "--output", str(tmp_path / "b")], bufsize=1, start_new_session=True, **popen)
-    seen = []
-    for line in stopped.stdout:
-        seen.append(line)
-        if "epoch 1/2 step 3/12" in line:
-            os.killpg(stopped.pid, signal.SIGTERM)  # the run's process and its loader worker
-            break
-    seen += stopped.stdout.readlines()
-    stopped.wait(timeout=180)
-    text = "".join(seen)
-    assert stopped.returncode == 143, text
+    cmd += ["--output", str(tmp_path / "b")]
+    code, text = signal_when(cmd, tmp_path, "epoch 1/2 step 3/12", signal.SIGTERM, True)  # the run and its worker
+    assert code == 143, text
     assert "(a second SIGTERM: at once)" in text and "Traceback" not in text and "worker" not in text
     progress = load(tmp_path / "b" / "last.pth")["progress"]
     assert progress["epoch"] == 0 and 3 <= progress["batch"] < 12, progress
