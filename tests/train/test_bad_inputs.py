@@ -318,6 +318,31 @@ def test_running_out_of_memory_is_one_line_naming_what_to_lower(tmp_path, capsys
         main(["eval", "--checkpoint", str(out / "last.pth")])
 
 
+def test_a_torchrun_peer_gone_is_one_line_only_in_a_run_of_several_processes(monkeypatch, capsys):
+    """gloo's / NCCL's "the other process is gone" errors are a consequence of another rank's failure (whose own line
+    says why): one line under torchrun; in a single process the same text is no collective's and stays a traceback."""
+    from litvit.command import run_command
+    from litvit.errors import ProcessLeft, another_process_left
+
+    gloo = RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:5800. This is ...")
+    nccl = RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1970, remote process exited or there was a network error")
+    for e in (gloo, nccl):
+        assert "another process of the run is gone (torch.distributed: " in another_process_left(e)
+    assert another_process_left(RuntimeError("shape mismatch")) is None and another_process_left(OSError("x")) is None
+    assert ProcessLeft.exit_code == 1 and not ProcessLeft.same_on_all_ranks
+
+    def fails(_args):
+        raise gloo
+
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):
+        run_command("litvit train", fails, None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert run_command("litvit train", fails, None) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("litvit train (rank 1): stopped: another process of the run is gone") and "\n" not in line
+
+
 def test_help_imports_no_torch_and_shows_the_defaults_that_apply():
     """`litvit --help` must be instant: the parsers import no torch / timm (the launcher defers the models)."""
     code = (
